@@ -1,0 +1,281 @@
+"""The ``attn-deploy`` command line: a thin Typer layer that renders the library's reports.
+
+Exit codes: 0 ok, 1 parity failed, 2 bad usage or input.
+"""
+
+import contextlib
+import functools
+import json
+import os
+import time
+import warnings
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+os.environ.setdefault("YOLO_VERBOSE", "False")  # ultralytics logs to stdout; --json output must stay clean
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: E402
+from rich.table import Table as RichTable  # noqa: E402
+
+from . import report  # noqa: E402
+from .errors import AttnDeployError  # noqa: E402
+from .files import check_writable  # noqa: E402
+
+app = typer.Typer(help="Deploy attention-augmented YOLOv8 detectors: export, verify parity, benchmark.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+out = Console()
+err = Console(stderr=True)
+
+PARITY_FAILED = 1
+
+
+class Target(str, Enum):
+    onnx = "onnx"
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable result on stdout.")]
+PluginOpt = Annotated[list[Path] | None, typer.Option("--plugin", help="Python file defining fork classes.")]
+TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Unpickle objects outside the allow-list.")]
+YamlOpt = Annotated[Path | None, typer.Option("--yaml", help="Model YAML, when the checkpoint is a state dict.")]
+AtolOpt = Annotated[float | None, typer.Option("--atol", help="Absolute tolerance (default: by precision).")]
+RtolOpt = Annotated[float | None, typer.Option("--rtol", help="Relative tolerance (default: by precision).")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="Intra-op threads (default: runtime's).")]
+
+
+def handled(command):
+    """Turn the library's errors into one message on stderr and exit code 2."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return command(*args, **kwargs)
+        except AttnDeployError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False)
+            raise typer.Exit(e.exit_code) from None
+
+    return run
+
+
+def parse_imgsz(value: str) -> tuple[int, int]:
+    try:
+        sizes = [int(v) for v in value.replace("x", ",").split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"expected one int or H,W, got {value!r}") from None
+    if len(sizes) not in (1, 2) or min(sizes) <= 0:
+        raise typer.BadParameter(f"expected one positive int or H,W, got {value!r}")
+    return (sizes[0], sizes[-1])
+
+
+@contextlib.contextmanager
+def step(text: str):
+    with err.status(text):
+        yield
+    err.print(f"[green]✓[/] {text}", highlight=False)
+
+
+def progress_bar() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), console=err, transient=True)
+
+
+def render(title: str, table: report.Table) -> None:
+    headers, rows = table
+    rich_table = RichTable(title=title, title_justify="left")
+    for h in headers:
+        rich_table.add_column(h)
+    for row in rows:
+        rich_table.add_row(*row)
+    out.print(rich_table)
+
+
+def emit_json(data) -> None:
+    print(json.dumps(report.jsonable(data), indent=2))
+
+
+def tolerance(precision: str, atol: float | None, rtol: float | None):
+    from .parity import TOLERANCES, Tolerance
+
+    default = TOLERANCES[precision]
+    return Tolerance(atol if atol is not None else default.atol, rtol if rtol is not None else default.rtol)
+
+
+def load_checkpoint(path: Path, plugins, trust: bool, yaml):
+    from .checkpoint import load
+
+    with step(f"Loading {path}"):
+        loaded = load(path, plugins=plugins or [], trust=trust, yaml=yaml)
+    for fork_path, zoo_class in loaded.resolved.items():
+        err.print(f"  resolved {fork_path} -> {zoo_class}", highlight=False)
+    return loaded
+
+
+def verify_file(path: Path, loaded, atol, rtol, threads=None):
+    from .exporters import verify_export
+
+    with step(f"Checking parity of {path} against the original PyTorch model"):
+        parity = verify_export(path, loaded, tolerance("fp32", atol, rtol), threads=threads)
+    return parity
+
+
+def show_parity(parity, path: Path) -> None:
+    verdict = "passed" if parity.passed else "FAILED"
+    render(f"Parity of {parity.backend} ({parity.precision}) vs PyTorch fp32: {verdict} "
+           f"(atol {parity.tolerance.atol:g}, rtol {parity.tolerance.rtol:g})", report.parity_table(parity))
+    if not parity.passed:
+        err.print(f"[bold red]parity failed[/]; the exported file is kept at {path}", highlight=False)
+
+
+@app.command()
+@handled
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="best.pt: an ultralytics checkpoint, a model or a state dict.")],
+    target: Annotated[Target, typer.Option(help="Export target.")] = Target.onnx,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file (default: beside CKPT).")] = None,
+    imgsz: Annotated[str, typer.Option(help="Input size: one int or H,W.")] = "640",
+    batch: Annotated[int, typer.Option(min=1, help="Batch size of the static export.")] = 1,
+    dynamic: Annotated[bool, typer.Option(help="Symbolic batch and spatial axes.")] = False,
+    opset: Annotated[int, typer.Option(min=7, help="ONNX opset.")] = 18,
+    simplify: Annotated[bool, typer.Option(help="Simplify with onnxsim (onnxslim as fallback).")] = True,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing output.")] = False,
+    plugin: PluginOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    yaml: YamlOpt = None,
+    atol: AtolOpt = None,
+    rtol: RtolOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export CHECKPOINT, then verify the export against the original PyTorch model."""
+    from .exporters import onnx
+
+    options = onnx.OnnxOptions(parse_imgsz(imgsz), batch, dynamic, opset, simplify, force)
+    output = output or checkpoint.with_suffix(".onnx")
+    check_writable(output, force)
+    loaded = load_checkpoint(checkpoint, plugin, trust_checkpoint, yaml)
+    with step(f"Exporting to {target.value} at {options.imgsz[0]}x{options.imgsz[1]}, batch {batch}"):
+        result = onnx.export(loaded, output, options)
+    for note in result.notes:
+        err.print(f"  note: {note}", highlight=False)
+    parity = verify_file(result.path, loaded, atol, rtol)
+    if as_json:
+        emit_json({"export": result, "parity": parity})
+    else:
+        show_parity(parity, result.path)
+        out.print(f"Exported {result.path}")
+    if not parity.passed:
+        raise typer.Exit(PARITY_FAILED)
+
+
+@app.command()
+@handled
+def verify(
+    exported: Annotated[Path, typer.Argument(help="An exported model (.onnx).")],
+    ref: Annotated[Path, typer.Option("--ref", help="The original checkpoint: the reference.")],
+    plugin: PluginOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    yaml: YamlOpt = None,
+    atol: AtolOpt = None,
+    rtol: RtolOpt = None,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check that EXPORTED computes what the original PyTorch checkpoint computes."""
+    loaded = load_checkpoint(ref, plugin, trust_checkpoint, yaml)
+    parity = verify_file(exported, loaded, atol, rtol, threads)
+    if as_json:
+        emit_json(parity)
+    else:
+        show_parity(parity, exported)
+    if not parity.passed:
+        raise typer.Exit(PARITY_FAILED)
+
+
+def run_bench(path: Path, batch: int | None, threads: int | None, warmup: int, iters: int):
+    from .bench import bench as time_runner
+    from .exporters import input_geometry, open_runner
+
+    runner = open_runner(path, threads=threads)
+    try:
+        static_batch, imgsz = input_geometry(runner)
+        with progress_bar() as bar:
+            task = bar.add_task(f"Timing {path.name}", total=warmup + iters)
+            return time_runner(runner, path.stem, batch or static_batch, imgsz, warmup, iters, threads,
+                               progress=lambda done, total: bar.update(task, completed=done))
+    finally:
+        runner.close()
+
+
+@app.command()
+@handled
+def bench(
+    exported: Annotated[Path, typer.Argument(help="An exported model (.onnx).")],
+    device: Annotated[Device, typer.Option(help="Where to run.")] = Device.cpu,
+    batch: Annotated[int | None, typer.Option(min=1, help="Batch (dynamic exports; default: the export's).")] = None,
+    threads: ThreadsOpt = None,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed iterations first.")] = 10,
+    iters: Annotated[int, typer.Option(min=1, help="Timed iterations.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Latency and throughput of EXPORTED in onnxruntime on CPU."""
+    result = run_bench(exported, batch, threads, warmup, iters)
+    if as_json:
+        emit_json(result)
+    else:
+        render(f"Latency on {device.value} ({iters} iterations after {warmup} warm-up)", report.bench_table([result]))
+
+
+@app.command()
+@handled
+def zoo(as_json: JsonOpt = False) -> None:
+    """The attention modules, their papers and the shipped YAMLs."""
+    from .models import ZOO
+
+    rows = [[e.name, e.module.__name__, e.variant, e.paper, e.yaml.name] for e in ZOO.values()]
+    if as_json:
+        emit_json([dict(zip(["name", "module", "variant", "paper", "yaml"], row)) for row in rows])
+    else:
+        render("Attention zoo (each placed after SPPF at P5; scales n/s/m/l/x)",
+               (["name", "module", "variant", "paper", "yaml"], rows))
+
+
+@app.command()
+@handled
+def demo(
+    output_dir: Annotated[Path, typer.Option(help="Where the report and artefacts go.")] = Path("reports/demo"),
+    iters: Annotated[int, typer.Option(min=1, help="Timed benchmark iterations.")] = 30,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build a seeded YOLOv8n-CGA, save it as best.pt, export, verify, benchmark, and write a report."""
+    from .checkpoint import save_checkpoint
+    from .exporters import onnx
+    from .models.detector import build_detector
+
+    started = time.perf_counter()
+    with step("Building YOLOv8n-CGA from yolov8-cga.yaml (seed 0) and saving it as an ultralytics best.pt"):
+        checkpoint = save_checkpoint(build_detector("cga"), output_dir / "artifacts" / "yolov8n-cga.pt")
+    loaded = load_checkpoint(checkpoint, None, False, None)
+    with step("Exporting to ONNX at 640x640, batch 1"):
+        result = onnx.export(loaded, checkpoint.with_suffix(".onnx"), onnx.OnnxOptions(force=True))
+    parity = verify_file(result.path, loaded, None, None)
+    timing = run_bench(result.path, None, None, 10, iters)
+    summary = report.write_demo_report(output_dir, result, parity, timing, time.perf_counter() - started)
+    if as_json:
+        emit_json(summary)
+    else:
+        show_parity(parity, result.path)
+        render("onnxruntime CPU latency", report.bench_table([timing]))
+        out.print(f"Report written to {output_dir / 'report.md'} and {output_dir / 'report.json'}")
+    if not parity.passed:
+        raise typer.Exit(PARITY_FAILED)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,226 @@
+"""ONNX: export a loaded detector to a file that ultralytics and onnxruntime run, and run it.
+
+The export uses torch's TorchScript-based exporter, as ultralytics does: it is the path whose
+failures on attention code (``aten::diag``, non-dividing adaptive pooling, fused MHA) the rewrite
+engine addresses.
+"""
+
+import copy
+import datetime
+import io
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoint import LoadedModel
+from ..errors import AttnDeployError
+from ..files import check_writable, write_atomic
+
+INPUT_NAME, OUTPUT_NAME = "images", "output0"
+MAX_IR_VERSION = 10  # what the onnxruntime releases in use read, as ultralytics caps it
+
+
+@dataclass
+class OnnxOptions:
+    imgsz: tuple[int, int] = (640, 640)
+    batch: int = 1
+    dynamic: bool = False
+    opset: int = 18
+    simplify: bool = True
+    force: bool = False
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    target: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _export_copy(model: nn.Module, dynamic: bool) -> nn.Module:
+    from ultralytics.nn.modules import Detect
+
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, Detect):
+            m.export, m.format, m.dynamic, m.shape = True, "onnx", dynamic, None
+    return model
+
+
+def _check_shape(loaded: LoadedModel, options: OnnxOptions) -> None:
+    h, w = options.imgsz
+    if options.batch < 1:
+        raise AttnDeployError(f"--batch must be at least 1, got {options.batch}")
+    if h % loaded.stride or w % loaded.stride or h <= 0 or w <= 0:
+        raise AttnDeployError(f"--imgsz {h},{w} must be positive multiples of the model stride {loaded.stride}")
+
+
+def _dynamic_axes(dynamic: bool) -> dict | None:
+    if not dynamic:
+        return None
+    return {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch", 2: "anchors"}}
+
+
+def _torch_export(model: nn.Module, im: torch.Tensor, f, options: OnnxOptions) -> None:
+    with torch.no_grad():
+        torch.onnx.export(
+            model, (im,), f, dynamo=False, opset_version=options.opset, input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME], dynamic_axes=_dynamic_axes(options.dynamic),
+        )
+
+
+def _failed_op(error: Exception) -> str:
+    found = re.search(r"(aten::\w+|operator \w+)", str(error))
+    return found.group(1) if found else f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+
+
+def _module_inputs(model: nn.Module, im: torch.Tensor, types: tuple[type, ...]) -> dict[str, tuple]:
+    inputs, hooks = {}, []
+    for name, m in model.named_modules():
+        if isinstance(m, types):
+            hooks.append(m.register_forward_hook(lambda mod, args, out, name=name: inputs.setdefault(name, args)))
+    with torch.no_grad():
+        model(im)
+    for h in hooks:
+        h.remove()
+    return inputs
+
+
+def _culprits(model: nn.Module, im: torch.Tensor, options: OnnxOptions) -> list[str]:
+    """Export each attention module alone at its feature shape; name those that fail, with the op."""
+    from ..models import ZOO
+
+    modules = dict(model.named_modules())
+    culprits = []
+    for name, args in _module_inputs(model, im, tuple({e.module for e in ZOO.values()})).items():
+        try:
+            _torch_export(modules[name], args[0], io.BytesIO(), options)
+        except Exception as e:
+            culprits.append(f"{name} ({type(modules[name]).__name__}): {_failed_op(e)}")
+    return culprits
+
+
+def _explain(model: nn.Module, im: torch.Tensor, options: OnnxOptions, error: Exception) -> AttnDeployError:
+    culprits = _culprits(model, im, options) or [f"the model: {_failed_op(error)}"]
+    listed = "\n  ".join(culprits)
+    return AttnDeployError(
+        f"ONNX export failed (opset {options.opset}); these modules use ops that torch.onnx cannot export "
+        f"in their published form:\n  {listed}"
+    )
+
+
+def _simplify(model_onnx, notes: list[str]):
+    import onnxsim
+
+    try:
+        simplified, ok = onnxsim.simplify(model_onnx)
+        if ok:
+            return simplified
+        notes.append("onnxsim could not validate its simplification")
+    except Exception as e:
+        notes.append(f"onnxsim failed ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
+    import onnxslim
+
+    try:
+        slimmed = onnxslim.slim(model_onnx)
+        notes.append("simplified with onnxslim instead")
+        return slimmed
+    except Exception as e:
+        notes.append(f"onnxslim failed too ({type(e).__name__}); the graph is left unsimplified")
+        return model_onnx
+
+
+def metadata(loaded: LoadedModel, options: OnnxOptions) -> dict:
+    """The metadata ultralytics' AutoBackend reads from an exported model."""
+    import ultralytics
+
+    from .. import __version__
+
+    return {
+        "description": f"attn-deploy {__version__} export of {loaded.yaml_name}",
+        "author": "attn-deploy",
+        "date": datetime.datetime.now().astimezone().isoformat(),
+        "version": ultralytics.__version__,
+        "license": "AGPL-3.0 License (https://ultralytics.com/license)",
+        "docs": "https://docs.ultralytics.com",
+        "stride": loaded.stride,
+        "task": loaded.task,
+        "batch": options.batch,
+        "imgsz": list(options.imgsz),
+        "names": loaded.names,
+        "args": {"batch": options.batch, "dynamic": options.dynamic, "half": False, "nms": False},
+        "channels": 3,
+        "end2end": False,
+    }
+
+
+def export(loaded: LoadedModel, output: Path, options: OnnxOptions) -> ExportResult:
+    """Export ``loaded`` to ``output`` (static shape unless ``options.dynamic``), written atomically."""
+    import onnx
+
+    output = Path(output)
+    check_writable(output, options.force)
+    _check_shape(loaded, options)
+    model = _export_copy(loaded.model, options.dynamic)
+    im = torch.zeros(options.batch, 3, *options.imgsz)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        try:
+            _torch_export(model, im, raw, options)
+        except Exception as e:
+            raise _explain(model, im, options, e) from e
+        model_onnx = onnx.load(raw)
+    result = ExportResult(output, "onnx")
+    if options.simplify:
+        model_onnx = _simplify(model_onnx, result.notes)
+    for key, value in metadata(loaded, options).items():
+        model_onnx.metadata_props.add(key=key, value=str(value))
+    model_onnx.ir_version = min(model_onnx.ir_version, MAX_IR_VERSION)
+    write_atomic(output, lambda tmp: onnx.save(model_onnx, tmp))
+    return result
+
+
+class Runner:
+    """Runs an ONNX file in onnxruntime on CPU."""
+
+    backend = "onnxruntime"
+    device = "cpu"
+
+    def __init__(self, path: Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise AttnDeployError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0][:300]}") from e
+        self.input = self.session.get_inputs()[0]
+        self.precision = "fp16" if self.input.type == "tensor(float16)" else "fp32"
+        self.version = ort.__version__
+
+    @property
+    def input_shape(self) -> list:
+        return self.input.shape
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        x = inputs[0]
+        fixed = [d for d in self.input.shape]
+        if len(fixed) != x.ndim or any(isinstance(d, int) and d != s for d, s in zip(fixed, x.shape)):
+            raise AttnDeployError(f"input of shape {tuple(x.shape)} does not fit the model's input {fixed}")
+        dtype = np.float16 if self.precision == "fp16" else np.float32
+        return self.session.run(None, {self.input.name: x.astype(dtype, copy=False)})
+
+    def close(self) -> None:
+        self.session = None

@@ -1,0 +1,32 @@
+"""PyTorch: the reference runner. Parity compares every export against the model as loaded."""
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+DTYPES = {"fp32": torch.float32, "fp64": torch.float64}
+
+
+class Runner:
+    """Runs a loaded detector eagerly on CPU; its first output is the detections tensor."""
+
+    backend = "torch"
+    device = "cpu"
+
+    def __init__(self, model: nn.Module, precision: str = "fp32"):
+        self.precision = precision
+        dtype = DTYPES[precision]
+        self.model = model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
+        self.dtype = dtype
+        self.version = torch.__version__
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        with torch.no_grad():
+            out = self.model(torch.from_numpy(inputs[0]).to(self.dtype))
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        return [out.numpy()]
+
+    def close(self) -> None:
+        self.model = None

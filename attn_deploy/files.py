@@ -1,0 +1,28 @@
+"""Output files: written whole or not at all, and never over an existing file unasked."""
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import AttnDeployError
+
+
+def check_writable(path: Path, force: bool) -> None:
+    """Refuse to replace an existing output unless ``force`` is given."""
+    if path.exists() and not force:
+        raise AttnDeployError(f"{path} already exists; pass --force to overwrite it")
+
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,62 @@
+"""Seeded YOLOv8 detectors built from the shipped zoo YAMLs: the test fixtures and the demo model."""
+
+import torch
+import yaml
+from torch import nn
+
+from . import ZOO, registry
+
+
+def _zoo_modules(model: nn.Module) -> list[nn.Module]:
+    zoo_types = tuple({entry.module for entry in ZOO.values()})
+    return [m for m in model.modules() if isinstance(m, zoo_types)]
+
+
+@torch.no_grad()
+def _wake_zero_parameters(model: nn.Module, generator: torch.Generator) -> None:
+    # Published inits leave some attention paths off (CCNet's gamma, EfficientViT's projection BN
+    # weight, the attention biases); an untrained fixture with them at zero would prove nothing.
+    for module in _zoo_modules(model):
+        for p in module.parameters():
+            if not p.any():
+                p.copy_(torch.rand(p.shape, generator=generator) + 0.5)
+
+
+def _calibration_batch(generator: torch.Generator, imgsz: int) -> torch.Tensor:
+    from ultralytics.utils import ASSETS
+
+    from ..parity import letterbox_image
+
+    images = [torch.from_numpy(letterbox_image(p, (imgsz, imgsz))) for p in sorted(ASSETS.glob("*.jpg"))]
+    return torch.stack([*images, *torch.rand(2, 3, imgsz, imgsz, generator=generator)])
+
+
+@torch.no_grad()
+def _calibrate_norms(model: nn.Module, generator: torch.Generator, imgsz: int = 640) -> None:
+    # Running statistics measured on the bundled images and on noise, at the export size, keep
+    # activations in the range a trained model sees: with the default statistics the random
+    # detector's outputs are near constant, or so ill-conditioned that fp32 rounding moves boxes.
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = None
+    model.train()
+    model(_calibration_batch(generator, imgsz))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.eval()
+
+
+def build_detector(name: str, scale: str = "n", nc: int = 80, seed: int = 0) -> nn.Module:
+    """A YOLOv8 ``scale`` detector with zoo module ``name`` at P5, seeded and with live attention."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    registry.register()
+    cfg = yaml.safe_load(ZOO[name].yaml.read_text())
+    cfg.update(scale=scale, nc=nc, yaml_file=f"yolov8{scale}-{name}.yaml")
+    torch.manual_seed(seed)
+    model = DetectionModel(cfg, nc=nc, verbose=False)
+    generator = torch.Generator().manual_seed(seed)
+    _wake_zero_parameters(model, generator)
+    _calibrate_norms(model, generator)
+    return model

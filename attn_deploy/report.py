@@ -1,0 +1,104 @@
+"""Writers for the reports: plain rows that the CLI renders as tables, JSON and Markdown files."""
+
+import dataclasses
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+from .bench import BenchResult
+from .files import write_atomic
+from .parity import ParityReport
+
+Table = tuple[list[str], list[list[str]]]
+
+
+def jsonable(obj: Any) -> Any:
+    """Dataclasses, paths and tuples as plain JSON values."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)} | _properties(obj)
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _properties(obj: Any) -> dict:
+    return {"passed": obj.passed} if isinstance(obj, ParityReport) else {}
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    import onnxruntime
+    import torch
+
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": __import__("os").cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def parity_table(report: ParityReport) -> Table:
+    headers = ["input", "max abs", "max rel", "mean abs", "cosine", "NaN/Inf", "fp32 noise", "result"]
+    rows = [
+        [r.input, f"{r.max_abs:.3g}", f"{r.max_rel:.3g}", f"{r.mean_abs:.3g}", f"{r.cosine:.7f}",
+         f"{r.nan}/{r.inf}", "-" if r.ref_noise is None else f"{r.ref_noise:.3g}", "pass" if r.passed else "FAIL"]
+        for r in report.results
+    ]
+    return headers, rows
+
+
+def bench_table(results: list[BenchResult]) -> Table:
+    headers = ["model", "backend", "batch", "threads", "median ms", "p90 ms", "p99 ms", "mean ms", "img/s"]
+    rows = [
+        [r.model, r.backend, str(r.batch), str(r.threads or "default"), f"{r.latency_ms.median:.2f}",
+         f"{r.latency_ms.p90:.2f}", f"{r.latency_ms.p99:.2f}", f"{r.latency_ms.mean:.2f}", f"{r.throughput:.2f}"]
+        for r in results
+    ]
+    return headers, rows
+
+
+def markdown_table(table: Table) -> str:
+    headers, rows = table
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def write_json(path: Path, data: Any) -> Path:
+    return write_atomic(Path(path), lambda tmp: tmp.write_text(json.dumps(jsonable(data), indent=2) + "\n"))
+
+
+def write_markdown(path: Path, title: str, sections: dict[str, str]) -> Path:
+    body = "\n\n".join(f"## {heading}\n\n{text}" for heading, text in sections.items())
+    return write_atomic(Path(path), lambda tmp: tmp.write_text(f"# {title}\n\n{body}\n"))
+
+
+def write_demo_report(directory: Path, export, parity: ParityReport, timing: BenchResult, seconds: float) -> dict:
+    """``report.json`` and ``report.md`` for ``attn-deploy demo``; returns what the JSON holds."""
+    summary = {
+        "model": "yolov8n-cga (LocalWindowAttention / Cascaded Group Attention at P5), seed 0",
+        "export": export,
+        "parity": parity,
+        "latency": timing,
+        "wall_seconds": round(seconds, 2),
+        "machine": machine(),
+    }
+    write_json(directory / "report.json", summary)
+    verdict = "passed" if parity.passed else "FAILED"
+    write_markdown(directory / "report.md", "attn-deploy demo: YOLOv8n-CGA", {
+        "Export": f"`{export.path}` ({export.target}); notes: {'; '.join(export.notes) or 'none'}",
+        f"Parity against PyTorch fp32: {verdict}": (
+            f"Tolerance atol {parity.tolerance.atol:g}, rtol {parity.tolerance.rtol:g}.\n\n"
+            + markdown_table(parity_table(parity))
+        ),
+        "onnxruntime CPU latency": markdown_table(bench_table([timing])),
+        "Machine": "\n".join(f"- {k}: {v}" for k, v in summary["machine"].items()),
+        "Wall time": f"{seconds:.1f} s",
+    })
+    return summary

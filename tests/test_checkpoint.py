@@ -1,0 +1,119 @@
+"""Loading: fork paths resolve to the zoo, hostile pickles are refused, nothing else loads silently."""
+
+import os
+import pickle
+import textwrap
+
+import pytest
+import torch
+
+from attn_deploy.checkpoint import load
+from attn_deploy.errors import AttnDeployError
+from attn_deploy.models import GAMAttention, LocalWindowAttention
+from attn_deploy.models.detector import build_detector
+
+from .conftest import FORK_PATH, save_fork_checkpoint, save_fork_model
+
+
+def test_fork_checkpoint_resolves_to_zoo_and_loads_fp32_eval(fork_checkpoints):
+    loaded = load(fork_checkpoints["cga"])
+    assert isinstance(loaded.model.model[10], LocalWindowAttention)
+    assert f"{FORK_PATH}.LocalWindowAttention" in loaded.resolved
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
+    assert not loaded.model.training
+    assert loaded.model.model[10].attn.ab.dtype == torch.float32  # the eval cache is rebuilt in fp32
+    assert loaded.stride == 32 and loaded.task == "detect" and len(loaded.names) == 80
+
+
+def test_published_alias_resolves(tmp_path):
+    path = save_fork_checkpoint("gam", tmp_path / "gam.pt", "ultralytics.nn.modules.attention", {"GAMAttention": "GAM"})
+    loaded = load(path)
+    assert isinstance(loaded.model.model[10], GAMAttention)
+    assert "ultralytics.nn.modules.attention.GAM" in loaded.resolved
+
+
+def test_unknown_fork_classes_are_all_named_with_the_plugin_hint(tmp_path):
+    path = save_fork_checkpoint("cga", tmp_path / "x.pt", renames={"LocalWindowAttention": "MyWindowAttn",
+                                                                    "CascadedGroupAttention": "MyCGA"})
+    with pytest.raises(AttnDeployError) as info:
+        load(path)
+    message = str(info.value)
+    assert f"{FORK_PATH}.MyWindowAttn" in message and f"{FORK_PATH}.MyCGA" in message
+    assert "--plugin" in message
+
+
+def test_plugin_supplies_unknown_classes(tmp_path):
+    path = save_fork_checkpoint("simam", tmp_path / "x.pt", renames={"SimAM": "EnergyAttention"})
+    plugin = tmp_path / "my_modules.py"
+    plugin.write_text("from attn_deploy.models.simam import SimAM\n\nclass EnergyAttention(SimAM):\n    pass\n")
+    loaded = load(path, plugins=[plugin])
+    assert type(loaded.model.model[10]).__name__ == "EnergyAttention"
+
+
+def test_resolved_class_whose_parameters_do_not_fit_is_refused(tmp_path):
+    model = build_detector("simam")
+    model.model[10].extra = torch.nn.Conv2d(256, 256, 1)  # a fork's SimAM with a learnable conv
+    path = save_fork_model(model, tmp_path / "x.pt")
+    with pytest.raises(AttnDeployError, match="do not fit"):
+        load(path)
+
+
+class _Hostile:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_hostile_pickle_is_refused_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"model": _Hostile(marker)}, path)
+    with pytest.raises(AttnDeployError, match="system") as info:
+        load(path)
+    assert "--trust-checkpoint" in str(info.value)
+    assert not marker.exists()
+
+
+def test_trusted_checkpoint_may_use_objects_outside_the_allow_list(tmp_path):
+    path = tmp_path / "extra.pt"
+    torch.save({"model": torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1)), "note": pickle.PickleBuffer}, path)
+    with pytest.raises(AttnDeployError, match="allow-list"):
+        load(path)
+    assert isinstance(load(path, trust=True).model, torch.nn.Sequential)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04broken zip"])
+def test_corrupt_file_is_a_clear_error(tmp_path, content):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(AttnDeployError, match="not a readable PyTorch checkpoint"):
+        load(path)
+
+
+def test_state_dict_needs_and_uses_a_yaml(tmp_path, fork_checkpoints):
+    from attn_deploy.models import ZOO
+
+    model = load(fork_checkpoints["simam"]).model
+    path = tmp_path / "sd.pt"
+    torch.save(model.state_dict(), path)
+    with pytest.raises(AttnDeployError, match="--yaml"):
+        load(path)
+    yaml = tmp_path / "yolov8n-simam.yaml"
+    yaml.write_text(ZOO["simam"].yaml.read_text())
+    loaded = load(path, yaml=yaml)
+    for a, b in zip(loaded.model.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_missing_plugin_file_is_a_clear_error(tmp_path, fork_checkpoints):
+    with pytest.raises(AttnDeployError, match="not a Python file"):
+        load(fork_checkpoints["simam"], plugins=[tmp_path / "nope.py"])
+
+
+def test_plugin_that_fails_to_import_is_a_clear_error(tmp_path, fork_checkpoints):
+    plugin = tmp_path / "broken.py"
+    plugin.write_text(textwrap.dedent("raise RuntimeError('boom')\n"))
+    with pytest.raises(AttnDeployError, match="boom"):
+        load(fork_checkpoints["simam"], plugins=[plugin])

@@ -1,0 +1,48 @@
+"""The zoo: every shipped YAML builds a working YOLOv8 through ultralytics' own parser."""
+
+import pytest
+import torch
+import yaml
+from ultralytics.nn.tasks import DetectionModel
+
+from attn_deploy.models import ZOO, register
+from attn_deploy.models.detector import build_detector
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_zoo_yaml_builds_yolov8n_with_module_at_p5(name):
+    model = build_detector(name)
+    layer = model.model[10]
+    assert type(layer) is ZOO[name].module
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 320, 320))[0]
+    assert out.shape == (1, 84, 2100)
+    assert torch.isfinite(out).all()
+
+
+def test_channels_come_from_the_input_at_every_scale():
+    widths = {"n": 256, "s": 512}
+    for scale, channels in widths.items():
+        model = build_detector("gam", scale=scale)
+        assert model.model[10].channel_attention[0].in_features == channels
+
+
+def test_seeded_build_is_reproducible():
+    a, b = build_detector("cga", seed=3), build_detector("cga", seed=3)
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_register_is_idempotent_and_plain_yolov8_still_parses():
+    register()
+    register()
+    model = DetectionModel("yolov8n.yaml", verbose=False)
+    assert len(model.model) == 23
+
+
+def test_zoo_layer_not_fed_by_previous_layer_is_refused():
+    cfg = yaml.safe_load(ZOO["simam"].yaml.read_text())
+    cfg["backbone"][10][0] = 8
+    register()
+    with pytest.raises(ValueError, match="from: -1"):
+        DetectionModel(cfg, verbose=False)
