@@ -4,6 +4,7 @@ Exit codes: 0 ok, 1 parity failed, 2 bad usage or input.
 """
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -27,6 +28,7 @@ from .files import check_writable  # noqa: E402
 app = typer.Typer(help="Deploy attention-augmented YOLOv8 detectors: export, verify parity, benchmark.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 out = Console()
+out.width = out.width if out.is_terminal else 200  # pipes and logs get whole tables, not ellipses
 err = Console(stderr=True)
 
 PARITY_FAILED = 1
@@ -46,6 +48,9 @@ TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Unpickle obj
 YamlOpt = Annotated[Path | None, typer.Option("--yaml", help="Model YAML, when the checkpoint is a state dict.")]
 AtolOpt = Annotated[float | None, typer.Option("--atol", help="Absolute tolerance (default: by precision).")]
 RtolOpt = Annotated[float | None, typer.Option("--rtol", help="Relative tolerance (default: by precision).")]
+NoiseOpt = Annotated[float | None, typer.Option(
+    "--noise-factor", min=0, help="Also pass an export within this many times PyTorch fp32's own error against "
+    "fp64 (default 2; 0 disables).")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="Intra-op threads (default: runtime's).")]
 
 
@@ -59,7 +64,7 @@ def handled(command):
                 warnings.simplefilter("ignore")
                 return command(*args, **kwargs)
         except AttnDeployError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False)
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
 
     return run
@@ -91,7 +96,7 @@ def render(title: str, table: report.Table) -> None:
     headers, rows = table
     rich_table = RichTable(title=title, title_justify="left")
     for h in headers:
-        rich_table.add_column(h)
+        rich_table.add_column(h, overflow="fold")
     for row in rows:
         rich_table.add_row(*row)
     out.print(rich_table)
@@ -101,11 +106,11 @@ def emit_json(data) -> None:
     print(json.dumps(report.jsonable(data), indent=2))
 
 
-def tolerance(precision: str, atol: float | None, rtol: float | None):
-    from .parity import TOLERANCES, Tolerance
+def tolerance(precision: str, atol: float | None, rtol: float | None, noise_factor: float | None):
+    from .parity import TOLERANCES
 
-    default = TOLERANCES[precision]
-    return Tolerance(atol if atol is not None else default.atol, rtol if rtol is not None else default.rtol)
+    given = {"atol": atol, "rtol": rtol, "noise_factor": noise_factor}
+    return dataclasses.replace(TOLERANCES[precision], **{k: v for k, v in given.items() if v is not None})
 
 
 def load_checkpoint(path: Path, plugins, trust: bool, yaml):
@@ -118,11 +123,11 @@ def load_checkpoint(path: Path, plugins, trust: bool, yaml):
     return loaded
 
 
-def verify_file(path: Path, loaded, atol, rtol, threads=None):
+def verify_file(path: Path, loaded, atol=None, rtol=None, noise_factor=None, threads=None):
     from .exporters import verify_export
 
     with step(f"Checking parity of {path} against the original PyTorch model"):
-        parity = verify_export(path, loaded, tolerance("fp32", atol, rtol), threads=threads)
+        parity = verify_export(path, loaded, tolerance("fp32", atol, rtol, noise_factor), threads=threads)
     return parity
 
 
@@ -131,7 +136,7 @@ def show_parity(parity, path: Path) -> None:
     render(f"Parity of {parity.backend} ({parity.precision}) vs PyTorch fp32: {verdict} "
            f"(atol {parity.tolerance.atol:g}, rtol {parity.tolerance.rtol:g})", report.parity_table(parity))
     if not parity.passed:
-        err.print(f"[bold red]parity failed[/]; the exported file is kept at {path}", highlight=False)
+        err.print(f"[bold red]parity failed[/]; the exported file is kept at {path}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -151,6 +156,7 @@ def export(
     yaml: YamlOpt = None,
     atol: AtolOpt = None,
     rtol: RtolOpt = None,
+    noise_factor: NoiseOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Export CHECKPOINT, then verify the export against the original PyTorch model."""
@@ -164,7 +170,7 @@ def export(
         result = onnx.export(loaded, output, options)
     for note in result.notes:
         err.print(f"  note: {note}", highlight=False)
-    parity = verify_file(result.path, loaded, atol, rtol)
+    parity = verify_file(result.path, loaded, atol, rtol, noise_factor)
     if as_json:
         emit_json({"export": result, "parity": parity})
     else:
@@ -184,12 +190,13 @@ def verify(
     yaml: YamlOpt = None,
     atol: AtolOpt = None,
     rtol: RtolOpt = None,
+    noise_factor: NoiseOpt = None,
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check that EXPORTED computes what the original PyTorch checkpoint computes."""
     loaded = load_checkpoint(ref, plugin, trust_checkpoint, yaml)
-    parity = verify_file(exported, loaded, atol, rtol, threads)
+    parity = verify_file(exported, loaded, atol, rtol, noise_factor, threads)
     if as_json:
         emit_json(parity)
     else:
@@ -264,7 +271,7 @@ def demo(
     loaded = load_checkpoint(checkpoint, None, False, None)
     with step("Exporting to ONNX at 640x640, batch 1"):
         result = onnx.export(loaded, checkpoint.with_suffix(".onnx"), onnx.OnnxOptions(force=True))
-    parity = verify_file(result.path, loaded, None, None)
+    parity = verify_file(result.path, loaded)
     timing = run_bench(result.path, None, None, 10, iters)
     summary = report.write_demo_report(output_dir, result, parity, timing, time.perf_counter() - started)
     if as_json:

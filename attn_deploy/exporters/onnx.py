@@ -5,11 +5,15 @@ failures on attention code (``aten::diag``, non-dividing adaptive pooling, fused
 engine addresses.
 """
 
+import contextlib
 import copy
 import datetime
 import io
+import os
 import re
+import sys
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,7 +71,8 @@ def _dynamic_axes(dynamic: bool) -> dict | None:
 
 
 def _torch_export(model: nn.Module, im: torch.Tensor, f, options: OnnxOptions) -> None:
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer and deprecation warnings on published code are expected
         torch.onnx.export(
             model, (im,), f, dynamo=False, opset_version=options.opset, input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME], dynamic_axes=_dynamic_axes(options.dynamic),
@@ -81,9 +86,16 @@ def _failed_op(error: Exception) -> str:
 
 def _module_inputs(model: nn.Module, im: torch.Tensor, types: tuple[type, ...]) -> dict[str, tuple]:
     inputs, hooks = {}, []
+
+    def record(name: str):
+        def hook(module, args, output) -> None:
+            inputs.setdefault(name, args)
+
+        return hook
+
     for name, m in model.named_modules():
         if isinstance(m, types):
-            hooks.append(m.register_forward_hook(lambda mod, args, out, name=name: inputs.setdefault(name, args)))
+            hooks.append(m.register_forward_hook(record(name)))
     with torch.no_grad():
         model(im)
     for h in hooks:
@@ -114,11 +126,25 @@ def _explain(model: nn.Module, im: torch.Tensor, options: OnnxOptions, error: Ex
     )
 
 
+@contextlib.contextmanager
+def _native_stdout_to_stderr():
+    """onnxsim's C++ core prints warnings on file descriptor 1; keep stdout for results."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _simplify(model_onnx, notes: list[str]):
     import onnxsim
 
     try:
-        simplified, ok = onnxsim.simplify(model_onnx)
+        with _native_stdout_to_stderr():
+            simplified, ok = onnxsim.simplify(model_onnx)
         if ok:
             return simplified
         notes.append("onnxsim could not validate its simplification")

@@ -1,0 +1,116 @@
+"""The command line end to end: exit codes, JSON output, progress, and clear errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from attn_deploy.cli import app
+from attn_deploy.models import ZOO
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def cga_onnx(fork_checkpoints, tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "cga.onnx"
+    result = invoke("export", fork_checkpoints["cga"], "--output", path)
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def test_export_prints_parity_table_and_resolution(cga_onnx, fork_checkpoints):
+    result = invoke("verify", cga_onnx, "--ref", fork_checkpoints["cga"])
+    assert result.exit_code == 0
+    assert "passed" in result.stdout and "zidane.jpg" in result.stdout
+    assert "resolved ultralytics.nn.extra_modules.attention.LocalWindowAttention" in result.stderr
+
+
+def test_export_json_is_parseable_on_stdout(fork_checkpoints, tmp_path):
+    out = tmp_path / "gam.onnx"
+    proc = subprocess.run(
+        [sys.executable, "-m", "attn_deploy", "export", str(fork_checkpoints["gam"]), "-o", str(out),
+         "--imgsz", "320", "--dynamic", "--json"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["parity"]["passed"] is True and data["export"]["path"] == str(out)
+    assert len(data["parity"]["results"]) == 4
+
+
+def test_parity_failure_exits_1_and_keeps_the_file(fork_checkpoints, tmp_path):
+    out = tmp_path / "s2.onnx"
+    result = invoke("export", fork_checkpoints["s2attention"], "-o", out, "--imgsz", "320")
+    assert result.exit_code == 1
+    assert "parity failed" in result.stderr and str(out) in result.stderr
+    assert out.exists()
+
+
+def test_tighter_tolerance_override_fails_parity(cga_onnx, fork_checkpoints):
+    args = ["verify", cga_onnx, "--ref", fork_checkpoints["cga"], "--atol", "0", "--rtol", "0", "--json"]
+    as_exact = json.loads(invoke(*args).stdout)
+    assert as_exact["passed"] is True  # errors are within twice PyTorch's own fp32 error
+    result = invoke(*args, "--noise-factor", "0")
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["passed"] is False and data["tolerance"] == {"atol": 0.0, "rtol": 0.0, "noise_factor": 0.0}
+
+
+def test_blocked_export_is_one_clear_error(fork_checkpoints, tmp_path):
+    result = invoke("export", fork_checkpoints["cca"], "-o", tmp_path / "cca.onnx")
+    assert result.exit_code == 2
+    assert "aten::diag" in result.stderr and "Traceback" not in result.output + result.stderr
+    assert not (tmp_path / "cca.onnx").exists()
+
+
+def test_bench_json(cga_onnx):
+    result = invoke("bench", cga_onnx, "--device", "cpu", "--threads", "2", "--warmup", "1", "--iters", "3", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["threads"] == 2 and data["iters"] == 3 and data["latency_ms"]["median"] > 0
+
+
+def test_zoo_lists_every_module_and_yaml():
+    result = invoke("zoo", "--json")
+    assert result.exit_code == 0
+    assert {row["name"] for row in json.loads(result.stdout)} == set(ZOO)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["export", "missing.pt"], "does not exist"),
+        (["export", "{ckpt}", "--imgsz", "abc"], "expected one int"),
+        (["export", "{ckpt}", "--imgsz", "100", "-o", "{tmp}/x.onnx"], "multiples of the model stride"),
+        (["bench", "{tmp}/none.onnx"], "does not exist"),
+        (["bench", "{ckpt}"], "unsupported model type"),
+        (["export", "{evil}"], "allow-list"),
+        (["export", "{ckpt}", "--target", "tflite"], "tflite"),
+    ],
+)
+def test_bad_input_exits_2_with_one_message(fork_checkpoints, tmp_path, args, message):
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": os.system}, evil)
+    fields = {"ckpt": fork_checkpoints["simam"], "tmp": tmp_path, "evil": evil}
+    result = invoke(*[a.format(**fields) for a in args])
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_demo_writes_report(tmp_path):
+    result = invoke("demo", "--output-dir", tmp_path / "demo", "--iters", "3", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["parity"]["passed"] is True and data["latency"]["iters"] == 3
+    assert (tmp_path / "demo" / "report.md").read_text().startswith("# attn-deploy demo")
+    assert json.loads((tmp_path / "demo" / "report.json").read_text())["export"]["target"] == "onnx"

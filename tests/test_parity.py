@@ -1,0 +1,60 @@
+"""The comparator: statistics and verdicts on real arrays, and the inputs it is fed."""
+
+import numpy as np
+import pytest
+
+from attn_deploy.parity import NOISE_FACTOR, TOLERANCES, compare_output, parity_inputs
+
+FP32 = TOLERANCES["fp32"]
+
+
+@pytest.fixture
+def ref():
+    return np.random.default_rng(0).normal(scale=100, size=(1, 84, 500)).astype(np.float32)
+
+
+def test_identical_outputs_pass_with_zero_error(ref):
+    stats = compare_output(ref, ref.copy(), FP32)
+    assert stats["passed"] and stats["max_abs"] == 0 and stats["cosine"] == pytest.approx(1.0)
+
+
+def test_error_beyond_tolerance_fails_and_is_measured(ref):
+    out = ref.copy()
+    out[0, 5, 7] += 0.5 + abs(ref[0, 5, 7]) * 2e-3
+    stats = compare_output(ref, out, FP32)
+    assert not stats["passed"]
+    assert stats["max_abs"] == pytest.approx(0.5 + abs(ref[0, 5, 7]) * 2e-3, rel=1e-4)
+
+
+def test_relative_tolerance_scales_with_the_reference(ref):
+    out = ref * (1 + 5e-4)
+    assert compare_output(ref, out, FP32)["passed"]
+    assert not compare_output(ref, ref * (1 + 5e-3), FP32)["passed"]
+
+
+def test_nan_where_reference_is_finite_fails(ref):
+    out = ref.copy()
+    out[0, 0, 0] = np.nan
+    stats = compare_output(ref, out, FP32)
+    assert not stats["passed"] and stats["nan"] == 1
+
+
+def test_export_as_exact_as_the_reference_passes_beyond_tolerance(ref):
+    exact = ref.astype(np.float64)
+    noisy_ref = ref + 1.0  # a reference that is itself 1.0 off the exact answer
+    out = ref + 1.5
+    assert not compare_output(noisy_ref, out, FP32)["passed"]
+    stats = compare_output(noisy_ref, out, FP32, exact)
+    assert stats["ref_noise"] == pytest.approx(1.0, rel=1e-4) and 1.5 <= NOISE_FACTOR * 1.0
+    assert stats["passed"]
+    assert not compare_output(noisy_ref, ref + 2.5, FP32, exact)["passed"]
+
+
+def test_parity_inputs_are_seeded_and_include_the_bundled_images():
+    a, b = parity_inputs((320, 256), batch=2), parity_inputs((320, 256), batch=2)
+    assert set(a) == {"seed0", "seed1", "bus.jpg", "zidane.jpg"}
+    for name in a:
+        assert a[name].shape == (2, 3, 320, 256) and a[name].dtype == np.float32
+        assert np.array_equal(a[name], b[name])
+    assert 0.0 <= a["bus.jpg"].min() and a["bus.jpg"].max() <= 1.0
+    assert np.allclose(a["bus.jpg"][0, :, :, 0], 114 / 255)  # portrait image: grey letterbox padding left
