@@ -44,7 +44,7 @@ class LoadedModel:
     names: dict[int, str]
     stride: int
     task: str
-    imgsz: int | None = None
+    imgsz: tuple[int, int] | None = None  # the training size, where the checkpoint records it
     resolved: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -243,9 +243,15 @@ def _describe(model: nn.Module, path: Path, obj: object, plan: GlobalsPlan) -> L
         names=dict(names),
         stride=int(max(stride)),
         task=getattr(model, "task", "detect"),
-        imgsz=(train_args or {}).get("imgsz"),
+        imgsz=_pair((train_args or {}).get("imgsz")),
         resolved={k: f"{v.__module__}.{v.__name__}" for k, v in plan.resolved.items()},
     )
+
+
+def _pair(size: int | list | None) -> tuple[int, int] | None:
+    if isinstance(size, int):
+        return (size, size)
+    return tuple(size) if isinstance(size, (list, tuple)) and len(size) == 2 else None
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, imgsz: int = 640) -> Path:

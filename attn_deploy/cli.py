@@ -145,7 +145,8 @@ def export(
     checkpoint: Annotated[Path, typer.Argument(help="best.pt: an ultralytics checkpoint, a model or a state dict.")],
     target: Annotated[Target, typer.Option(help="Export target.")] = Target.onnx,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file (default: beside CKPT).")] = None,
-    imgsz: Annotated[str, typer.Option(help="Input size: one int or H,W.")] = "640",
+    imgsz: Annotated[str | None, typer.Option(help="Input size: one int or H,W (default: the training size, "
+                                                   "else 640).")] = None,
     batch: Annotated[int, typer.Option(min=1, help="Batch size of the static export.")] = 1,
     dynamic: Annotated[bool, typer.Option(help="Symbolic batch and spatial axes.")] = False,
     opset: Annotated[int, typer.Option(min=7, help="ONNX opset.")] = 18,
@@ -162,10 +163,11 @@ def export(
     """Export CHECKPOINT, then verify the export against the original PyTorch model."""
     from .exporters import onnx
 
-    options = onnx.OnnxOptions(parse_imgsz(imgsz), batch, dynamic, opset, simplify, force)
+    size = parse_imgsz(imgsz) if imgsz else None
     output = output or checkpoint.with_suffix(".onnx")
     check_writable(output, force)
     loaded = load_checkpoint(checkpoint, plugin, trust_checkpoint, yaml)
+    options = onnx.OnnxOptions(size or loaded.imgsz or (640, 640), batch, dynamic, opset, simplify, force)
     with step(f"Exporting to {target.value} at {options.imgsz[0]}x{options.imgsz[1]}, batch {batch}"):
         result = onnx.export(loaded, output, options)
     for note in result.notes:

@@ -23,6 +23,7 @@ def test_fork_checkpoint_resolves_to_zoo_and_loads_fp32_eval(fork_checkpoints):
     assert not loaded.model.training
     assert loaded.model.model[10].attn.ab.dtype == torch.float32  # the eval cache is rebuilt in fp32
     assert loaded.stride == 32 and loaded.task == "detect" and len(loaded.names) == 80
+    assert loaded.imgsz == (640, 640)  # from train_args, the default export size
 
 
 def test_published_alias_resolves(tmp_path):
@@ -117,3 +118,14 @@ def test_plugin_that_fails_to_import_is_a_clear_error(tmp_path, fork_checkpoints
     plugin.write_text(textwrap.dedent("raise RuntimeError('boom')\n"))
     with pytest.raises(AttnDeployError, match="boom"):
         load(fork_checkpoints["simam"], plugins=[plugin])
+
+
+def test_whole_pickled_model_loads(tmp_path):
+    model = build_detector("ge")
+    path = tmp_path / "whole.pt"
+    torch.save(model, path)
+    loaded = load(path)
+    assert type(loaded.model).__name__ == "DetectionModel" and loaded.stride == 32
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x)[0], model.eval()(x)[0])

@@ -2,6 +2,9 @@
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from attn_deploy.parity import NOISE_FACTOR, TOLERANCES, compare_output, parity_inputs
 
@@ -58,3 +61,13 @@ def test_parity_inputs_are_seeded_and_include_the_bundled_images():
         assert np.array_equal(a[name], b[name])
     assert 0.0 <= a["bus.jpg"].min() and a["bus.jpg"].max() <= 1.0
     assert np.allclose(a["bus.jpg"][0, :, :, 0], 114 / 255)  # portrait image: grey letterbox padding left
+
+
+finite = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False)
+
+
+@given(arrays(np.float64, (3, 7), elements=finite), st.floats(0.0, 0.99), st.sampled_from([-1.0, 1.0]))
+def test_any_perturbation_inside_the_bound_passes_and_outside_fails(ref, fraction, sign):
+    bound = FP32.atol + FP32.rtol * np.abs(ref)
+    assert compare_output(ref, ref + sign * fraction * bound, FP32)["passed"]
+    assert not compare_output(ref, ref + sign * 1.01 * bound, FP32)["passed"]
