@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -30,14 +31,23 @@ def _properties(obj: Any) -> dict:
     return {"passed": obj.passed} if isinstance(obj, ParityReport) else {}
 
 
+def cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict:
     """What the figures were measured on."""
     import onnxruntime
     import torch
 
     return {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": __import__("os").cpu_count(),
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
