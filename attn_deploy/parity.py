@@ -3,9 +3,10 @@
 Every output element must satisfy ``|out - ref| <= atol + rtol * |ref|`` with the tolerance of the
 backend's precision (``TOLERANCES``, overridable), and NaN/Inf must appear exactly where the
 reference has them. A backend also passes when its largest error against an fp64 run of the same
-PyTorch model is at most ``noise_factor`` (default ``NOISE_FACTOR``) times the fp32 reference's own largest error against that
-run (``Tolerance.noise_factor``, 0 disables this): it is then as exact as the reference itself (attention with a sharp softmax amplifies
-rounding; that is the model's conditioning, not an export fault). ``max_rel`` divides by ``max(|ref|, atol)`` so that
+PyTorch model is at most ``Tolerance.noise_factor`` (default ``NOISE_FACTOR``; 0 disables this)
+times the fp32 reference's own largest error against that run: it is then as exact as the
+reference itself (attention with a sharp softmax amplifies rounding; that is the model's
+conditioning, not an export fault). ``max_rel`` divides by ``max(|ref|, atol)`` so that
 near-zero reference values do not dominate it.
 """
 
