@@ -24,6 +24,7 @@ from torch import nn
 from .errors import AttnDeployError
 from .files import write_atomic
 from .models import PUBLISHED_NAMES, registry
+from .models.structure import fit_problem
 
 # Plain data types that ultralytics checkpoints carry besides the model (train args, metrics).
 SAFE_DATA_TYPES = frozenset({
@@ -173,25 +174,12 @@ def _check_fit(model: nn.Module, plan: GlobalsPlan) -> None:
         name = resolved.get(id(type(module)))
         if name is None or not hasattr(type(module), "config_from"):
             continue
-        problem = _fit_problem(module)
+        problem = fit_problem(module, type(module))
         if problem:
             raise AttnDeployError(
                 f"{name} at {path} was resolved by name to the zoo's {type(module).__name__}, but its saved "
                 f"parameters do not fit it ({problem}). Supply the fork's definition with --plugin FILE.py."
             )
-
-
-def _fit_problem(module: nn.Module) -> str | None:
-    try:
-        fresh = type(module)(**type(module).config_from(module))
-    except Exception as e:
-        return f"{type(e).__name__}: {e}"
-    saved = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    expected = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
-    if saved != expected:
-        differing = sorted(set(saved.items()) ^ set(expected.items()))[:4]
-        return f"state differs: {differing}"
-    return None
 
 
 def _model_from(obj: object, path: Path, yaml: Path | None) -> nn.Module:

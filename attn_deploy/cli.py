@@ -1,6 +1,6 @@
 """The ``attn-deploy`` command line: a thin Typer layer that renders the library's reports.
 
-Exit codes: 0 ok, 1 parity failed, 2 bad usage or input.
+Exit codes: 0 ok, 1 parity or lint failed, 2 bad usage or input.
 """
 
 import contextlib
@@ -31,11 +31,26 @@ out = Console()
 out.width = out.width if out.is_terminal else 200  # pipes and logs get whole tables, not ellipses
 err = Console(stderr=True)
 
-PARITY_FAILED = 1
+CHECK_FAILED = 1  # parity or lint
 
 
 class Target(str, Enum):
     onnx = "onnx"
+
+
+class RewriteTarget(str, Enum):
+    onnx = "onnx"
+    ort = "ort"
+    openvino = "openvino"
+    trt = "trt"
+    npu = "npu"
+
+
+class LintTarget(str, Enum):
+    ort = "ort"
+    openvino = "openvino"
+    trt = "trt"
+    npu = "npu"
 
 
 class Device(str, Enum):
@@ -123,12 +138,44 @@ def load_checkpoint(path: Path, plugins, trust: bool, yaml):
     return loaded
 
 
-def verify_file(path: Path, loaded, atol=None, rtol=None, noise_factor=None, threads=None):
+def verify_file(path: Path, loaded, atol=None, rtol=None, noise_factor=None, threads=None, semantics="eager"):
     from .exporters import verify_export
 
-    with step(f"Checking parity of {path} against the original PyTorch model"):
-        parity = verify_export(path, loaded, tolerance("fp32", atol, rtol, noise_factor), threads=threads)
+    reference = "the original PyTorch model" + (" with true shifts" if semantics == "true-shift" else "")
+    with step(f"Checking parity of {path} against {reference}"):
+        parity = verify_export(path, loaded, tolerance("fp32", atol, rtol, noise_factor), threads, semantics)
     return parity
+
+
+def rewrite_model(loaded, imgsz: tuple[int, int], batch: int, dynamic: bool, target: str):
+    from .rewrite import rewrite
+
+    with step(f"Rewriting for {target} at {imgsz[0]}x{imgsz[1]}, batch {batch}{' (dynamic)' if dynamic else ''}"):
+        rewritten = rewrite(loaded.model, imgsz, batch, dynamic, target)
+    return rewritten
+
+
+def show_rewrite(rewrite_report) -> None:
+    applied = len(rewrite_report.applied)
+    render(f"Rewrites: {applied} applied, {len(rewrite_report.layers) - applied} refused (verified in fp64, "
+           f"tolerance {rewrite_report.tolerance:g} x max(1, |output|))", report.rewrite_table(rewrite_report))
+    for warning in rewrite_report.divergent.values():
+        err.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+
+
+def lint_file(path: Path, target: str):
+    from .lint import lint
+
+    with step(f"Linting {path} for {target}"):
+        return lint(path, target)
+
+
+def show_lint(lint_report) -> None:
+    title = f"Lint of {lint_report.path.name} for {lint_report.target} ({sum(lint_report.op_counts.values())} nodes)"
+    if lint_report.passed:
+        out.print(f"{title}: passed, no findings", highlight=False)
+    else:
+        render(f"{title}: FAILED", report.lint_table(lint_report))
 
 
 def show_parity(parity, path: Path) -> None:
@@ -148,9 +195,10 @@ def export(
     imgsz: Annotated[str | None, typer.Option(help="Input size: one int or H,W (default: the training size, "
                                                    "else 640).")] = None,
     batch: Annotated[int, typer.Option(min=1, help="Batch size of the static export.")] = 1,
-    dynamic: Annotated[bool, typer.Option(help="Symbolic batch and spatial axes.")] = False,
+    dynamic: Annotated[bool, typer.Option(help="Symbolic batch axis (spatial axes stay static).")] = False,
     opset: Annotated[int, typer.Option(min=7, help="ONNX opset.")] = 18,
     simplify: Annotated[bool, typer.Option(help="Simplify with onnxsim (onnxslim as fallback).")] = True,
+    rewrite: Annotated[bool, typer.Option(help="Apply the verified static rewrites before exporting.")] = True,
     force: Annotated[bool, typer.Option(help="Overwrite an existing output.")] = False,
     plugin: PluginOpt = None,
     trust_checkpoint: TrustOpt = False,
@@ -160,7 +208,7 @@ def export(
     noise_factor: NoiseOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Export CHECKPOINT, then verify the export against the original PyTorch model."""
+    """Rewrite and export CHECKPOINT, lint the graph, and verify it against the original PyTorch model."""
     from .exporters import onnx
 
     size = parse_imgsz(imgsz) if imgsz else None
@@ -168,18 +216,70 @@ def export(
     check_writable(output, force)
     loaded = load_checkpoint(checkpoint, plugin, trust_checkpoint, yaml)
     options = onnx.OnnxOptions(size or loaded.imgsz or (640, 640), batch, dynamic, opset, simplify, force)
+    rewritten = rewrite_model(loaded, options.imgsz, batch, dynamic, target.value) if rewrite else None
+    exported = dataclasses.replace(loaded, model=rewritten.model) if rewritten else loaded
     with step(f"Exporting to {target.value} at {options.imgsz[0]}x{options.imgsz[1]}, batch {batch}"):
-        result = onnx.export(loaded, output, options)
+        result = onnx.export(exported, output, options)
     for note in result.notes:
         err.print(f"  note: {note}", highlight=False)
-    parity = verify_file(result.path, loaded, atol, rtol, noise_factor)
+    lint_report = lint_file(result.path, "ort")
+    semantics = rewritten.report.reference if rewritten else "eager"
+    parity = verify_file(result.path, loaded, atol, rtol, noise_factor, semantics=semantics)
     if as_json:
-        emit_json({"export": result, "parity": parity})
+        emit_json({"rewrite": rewritten.report if rewritten else None, "export": result, "lint": lint_report,
+                   "parity": parity})
     else:
+        if rewritten:
+            show_rewrite(rewritten.report)
+        show_lint(lint_report)
         show_parity(parity, result.path)
         out.print(f"Exported {result.path}")
-    if not parity.passed:
-        raise typer.Exit(PARITY_FAILED)
+    if not (parity.passed and lint_report.passed):
+        raise typer.Exit(CHECK_FAILED)
+
+
+@app.command("rewrite")
+@handled
+def rewrite_plan(
+    checkpoint: Annotated[Path, typer.Argument(help="best.pt: an ultralytics checkpoint, a model or a state dict.")],
+    target: Annotated[RewriteTarget, typer.Option(help="Whose needs to rewrite for (onnx: every rule).")] = (
+        RewriteTarget.onnx),
+    imgsz: Annotated[str | None, typer.Option(help="Input size: one int or H,W (default: the training size, "
+                                                   "else 640).")] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Batch size.")] = 1,
+    dynamic: Annotated[bool, typer.Option(help="Keep the batch axis symbolic.")] = False,
+    plugin: PluginOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    yaml: YamlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show which rules rewrite which layers of CHECKPOINT, verified, without exporting anything."""
+    loaded = load_checkpoint(checkpoint, plugin, trust_checkpoint, yaml)
+    size = parse_imgsz(imgsz) if imgsz else loaded.imgsz or (640, 640)
+    rewritten = rewrite_model(loaded, size, batch, dynamic, target.value)
+    if as_json:
+        emit_json(rewritten.report)
+    else:
+        show_rewrite(rewritten.report)
+
+
+@app.command("lint")
+@handled
+def lint_command(
+    exported: Annotated[Path, typer.Argument(help="An exported model (.onnx).")],
+    target: Annotated[LintTarget, typer.Option(help="The runtime the graph must suit.")] = LintTarget.ort,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find what in EXPORTED will break or bloat TARGET: unsupported ops, shape arithmetic, -inf, rank > 4."""
+    if not exported.exists():
+        raise AttnDeployError(f"{exported} does not exist")
+    lint_report = lint_file(exported, target.value)
+    if as_json:
+        emit_json(lint_report)
+    else:
+        show_lint(lint_report)
+    if not lint_report.passed:
+        raise typer.Exit(CHECK_FAILED)
 
 
 @app.command()
@@ -204,7 +304,7 @@ def verify(
     else:
         show_parity(parity, exported)
     if not parity.passed:
-        raise typer.Exit(PARITY_FAILED)
+        raise typer.Exit(CHECK_FAILED)
 
 
 def run_bench(path: Path, batch: int | None, threads: int | None, warmup: int, iters: int):
@@ -271,19 +371,25 @@ def demo(
     with step("Building YOLOv8n-CGA from yolov8-cga.yaml (seed 0) and saving it as an ultralytics best.pt"):
         checkpoint = save_checkpoint(build_detector("cga"), output_dir / "artifacts" / "yolov8n-cga.pt")
     loaded = load_checkpoint(checkpoint, None, False, None)
+    rewritten = rewrite_model(loaded, (640, 640), 1, False, "onnx")
     with step("Exporting to ONNX at 640x640, batch 1"):
-        result = onnx.export(loaded, checkpoint.with_suffix(".onnx"), onnx.OnnxOptions(force=True))
-    parity = verify_file(result.path, loaded)
+        result = onnx.export(dataclasses.replace(loaded, model=rewritten.model), checkpoint.with_suffix(".onnx"),
+                             onnx.OnnxOptions(force=True))
+    lint_report = lint_file(result.path, "ort")
+    parity = verify_file(result.path, loaded, semantics=rewritten.report.reference)
     timing = run_bench(result.path, None, None, 10, iters)
-    summary = report.write_demo_report(output_dir, result, parity, timing, time.perf_counter() - started)
+    summary = report.write_demo_report(output_dir, report.DemoRun(rewritten.report, result, lint_report, parity, timing),
+                                       time.perf_counter() - started)
     if as_json:
         emit_json(summary)
     else:
+        show_rewrite(rewritten.report)
+        show_lint(lint_report)
         show_parity(parity, result.path)
         render("onnxruntime CPU latency", report.bench_table([timing]))
         out.print(f"Report written to {output_dir / 'report.md'} and {output_dir / 'report.json'}")
-    if not parity.passed:
-        raise typer.Exit(PARITY_FAILED)
+    if not (parity.passed and lint_report.passed):
+        raise typer.Exit(CHECK_FAILED)
 
 
 def main() -> None:

@@ -61,6 +61,7 @@ class ParityReport:
     precision: str
     tolerance: Tolerance
     results: list[OutputParity] = field(default_factory=list)
+    reference: str = "eager"  # the reference's semantics: eager PyTorch, or true-shift where eager diverges
 
     @property
     def passed(self) -> bool:
@@ -130,7 +131,8 @@ def verify(
 ) -> ParityReport:
     """Compare ``candidate`` with ``reference`` on every input; ``exact`` (fp64) gives the noise floor."""
     tolerance = tolerance or TOLERANCES[candidate.precision]
-    report = ParityReport(candidate.backend, candidate.precision, tolerance)
+    report = ParityReport(candidate.backend, candidate.precision, tolerance,
+                          reference=getattr(reference, "semantics", "eager"))
     for name, x in inputs.items():
         refs, outs = reference.run([x]), candidate.run([x])
         exacts = exact.run([x]) if exact is not None else [None] * len(refs)

@@ -28,7 +28,9 @@ def jsonable(obj: Any) -> Any:
 
 
 def _properties(obj: Any) -> dict:
-    return {"passed": obj.passed} if isinstance(obj, ParityReport) else {}
+    """The verdicts reports compute rather than store."""
+    return {name: getattr(obj, name) for name in ("passed", "reference") if isinstance(getattr(type(obj), name, None),
+                                                                                     property)}
 
 
 def cpu_name() -> str:
@@ -74,6 +76,31 @@ def bench_table(results: list[BenchResult]) -> Table:
     return headers, rows
 
 
+def ops_change(before: dict[str, int] | None, after: dict[str, int] | None) -> str:
+    """``41 → 30 nodes (-ScatterND 8, +Conv 4)``: the node total and every op type whose count changed."""
+    if after is None:
+        return "-"
+    if before is None:
+        return f"does not export → {sum(after.values())} nodes"
+    delta = {op: after.get(op, 0) - before.get(op, 0) for op in sorted({*before, *after})}
+    changes = ", ".join(f"{'+' if d > 0 else '-'}{op} {abs(d)}" for op, d in delta.items() if d)
+    return f"{sum(before.values())} → {sum(after.values())} nodes" + (f" ({changes})" if changes else "")
+
+
+def rewrite_table(report) -> Table:
+    headers = ["layer", "module", "rule", "applied", "verified max abs", "ONNX ops", "note"]
+    rows = [
+        [r.path, r.module, r.rule, "yes" if r.applied else "NO", "-" if r.max_abs is None else f"{r.max_abs:.3g}",
+         ops_change(r.ops_before, r.ops_after), r.note]
+        for r in report.layers
+    ]
+    return headers, rows
+
+
+def lint_table(report) -> Table:
+    return ["check", "finding", "where"], [[f.check, f.detail, ", ".join(f.nodes)] for f in report.findings]
+
+
 def markdown_table(table: Table) -> str:
     headers, rows = table
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -89,25 +116,35 @@ def write_markdown(path: Path, title: str, sections: dict[str, str]) -> Path:
     return write_atomic(Path(path), lambda tmp: tmp.write_text(f"# {title}\n\n{body}\n"))
 
 
-def write_demo_report(directory: Path, export, parity: ParityReport, timing: BenchResult, seconds: float) -> dict:
+@dataclasses.dataclass
+class DemoRun:
+    rewrite: Any
+    export: Any
+    lint: Any
+    parity: ParityReport
+    latency: BenchResult
+
+
+def write_demo_report(directory: Path, run: DemoRun, seconds: float) -> dict:
     """``report.json`` and ``report.md`` for ``attn-deploy demo``; returns what the JSON holds."""
     summary = {
         "model": "yolov8n-cga (LocalWindowAttention / Cascaded Group Attention at P5), seed 0",
-        "export": export,
-        "parity": parity,
-        "latency": timing,
+        **{f.name: getattr(run, f.name) for f in dataclasses.fields(run)},
         "wall_seconds": round(seconds, 2),
         "machine": machine(),
     }
     write_json(directory / "report.json", summary)
-    verdict = "passed" if parity.passed else "FAILED"
+    parity, lint = run.parity, run.lint
     write_markdown(directory / "report.md", "attn-deploy demo: YOLOv8n-CGA", {
-        "Export": f"`{export.path}` ({export.target}); notes: {'; '.join(export.notes) or 'none'}",
-        f"Parity against PyTorch fp32: {verdict}": (
+        "Rewrites": markdown_table(rewrite_table(run.rewrite)),
+        "Export": f"`{run.export.path}` ({run.export.target}); notes: {'; '.join(run.export.notes) or 'none'}",
+        f"Lint for {lint.target}: {'passed' if lint.passed else 'FAILED'}": (
+            markdown_table(lint_table(lint)) if lint.findings else "No findings."),
+        f"Parity against PyTorch fp32: {'passed' if parity.passed else 'FAILED'}": (
             f"Tolerance atol {parity.tolerance.atol:g}, rtol {parity.tolerance.rtol:g}.\n\n"
             + markdown_table(parity_table(parity))
         ),
-        "onnxruntime CPU latency": markdown_table(bench_table([timing])),
+        "onnxruntime CPU latency": markdown_table(bench_table([run.latency])),
         "Machine": "\n".join(f"- {k}: {v}" for k, v in summary["machine"].items()),
         "Wall time": f"{seconds:.1f} s",
     })

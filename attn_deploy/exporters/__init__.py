@@ -18,16 +18,20 @@ def open_runner(path: Path, threads: int | None = None):
     raise AttnDeployError(f"{path}: unsupported model type {path.suffix or '(none)'}; expected a .onnx file")
 
 
-def verify_export(path: Path, loaded, tolerance=None, threads: int | None = None):
-    """Parity of the exported ``path`` against the original model, at the artefact's own input shape."""
+def verify_export(path: Path, loaded, tolerance=None, threads: int | None = None, semantics: str = "eager"):
+    """Parity of the exported ``path`` against the original model, at the artefact's own input shape.
+
+    ``semantics`` is the rewrite report's ``reference``: ``true-shift`` where eager PyTorch's in-place
+    shifts cannot be trusted.
+    """
     from .. import parity
     from . import torch as torch_backend
 
     candidate = open_runner(path, threads=threads)
     batch, imgsz = input_geometry(candidate)
     inputs = parity.parity_inputs(imgsz, batch)
-    reference = torch_backend.Runner(loaded.model)
-    exact = torch_backend.Runner(loaded.model, precision="fp64")
+    reference = torch_backend.Runner(loaded.model, semantics=semantics)
+    exact = torch_backend.Runner(loaded.model, precision="fp64", semantics=semantics)
     try:
         return parity.verify(reference, candidate, inputs, tolerance, exact=exact)
     finally:

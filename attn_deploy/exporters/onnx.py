@@ -5,6 +5,7 @@ failures on attention code (``aten::diag``, non-dividing adaptive pooling, fused
 engine addresses.
 """
 
+import collections
 import contextlib
 import copy
 import datetime
@@ -65,18 +66,33 @@ def _check_shape(loaded: LoadedModel, options: OnnxOptions) -> None:
 
 
 def _dynamic_axes(dynamic: bool) -> dict | None:
-    if not dynamic:
-        return None
-    return {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch", 2: "anchors"}}
+    # Only the batch axis: the rewrite engine specialises everything else to the export shape.
+    return {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic else None
 
 
-def _torch_export(model: nn.Module, im: torch.Tensor, f, options: OnnxOptions) -> None:
+def _trace(module: nn.Module, args: tuple, f, opset: int, names: tuple[list, list] = (None, None),
+           dynamic_axes: dict | None = None, kwargs: dict | None = None) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation warnings on published code are expected
-        torch.onnx.export(
-            model, (im,), f, dynamo=False, opset_version=options.opset, input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME], dynamic_axes=_dynamic_axes(options.dynamic),
-        )
+        torch.onnx.export(module, args, f, kwargs=kwargs, dynamo=False, opset_version=opset, input_names=names[0],
+                          output_names=names[1], dynamic_axes=dynamic_axes)
+
+
+def op_counts(module: nn.Module, call, opset: int = 18, dynamic: bool = False) -> dict[str, int]:
+    """Nodes per op type of ``module`` exported alone as ``call`` calls it, then simplified."""
+    import onnx
+
+    tensors = [a for a in call.args if isinstance(a, torch.Tensor)]
+    names = [f"input{i}" for i in range(len(tensors))]
+    axes = {name: {0: "batch"} for name in names} if dynamic else None
+    f = io.BytesIO()
+    try:
+        with _native_output_silenced():  # a failing trace dumps its whole graph; the failure is the answer
+            _trace(module, call.args, f, opset, (names, None), axes, call.kwargs)
+            graph = _simplify(onnx.load_from_string(f.getvalue()), []).graph
+    except Exception as e:
+        raise AttnDeployError(_failed_op(e)) from e
+    return dict(sorted(collections.Counter(node.op_type for node in graph.node).items()))
 
 
 def _failed_op(error: Exception) -> str:
@@ -111,7 +127,7 @@ def _culprits(model: nn.Module, im: torch.Tensor, options: OnnxOptions) -> list[
     culprits = []
     for name, args in _module_inputs(model, im, tuple({e.module for e in ZOO.values()})).items():
         try:
-            _torch_export(modules[name], args[0], io.BytesIO(), options)
+            _trace(modules[name], args[:1], io.BytesIO(), options.opset)
         except Exception as e:
             culprits.append(f"{name} ({type(modules[name]).__name__}): {_failed_op(e)}")
     return culprits
@@ -127,16 +143,29 @@ def _explain(model: nn.Module, im: torch.Tensor, options: OnnxOptions, error: Ex
 
 
 @contextlib.contextmanager
-def _native_stdout_to_stderr():
-    """onnxsim's C++ core prints warnings on file descriptor 1; keep stdout for results."""
+def _redirected(fds: tuple[int, ...], target: int):
     sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
+    sys.stderr.flush()
+    saved = [os.dup(fd) for fd in fds]
+    for fd in fds:
+        os.dup2(target, fd)
     try:
         yield
     finally:
-        os.dup2(saved, 1)
-        os.close(saved)
+        for fd, copy_ in zip(fds, saved):
+            os.dup2(copy_, fd)
+            os.close(copy_)
+
+
+def _native_stdout_to_stderr():
+    """onnxsim's C++ core prints warnings on file descriptor 1; keep stdout for results."""
+    return _redirected((1,), 2)
+
+
+@contextlib.contextmanager
+def _native_output_silenced():
+    with open(os.devnull, "w") as devnull, _redirected((1, 2), devnull.fileno()):
+        yield
 
 
 def _simplify(model_onnx, notes: list[str]):
@@ -197,7 +226,7 @@ def export(loaded: LoadedModel, output: Path, options: OnnxOptions) -> ExportRes
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"
         try:
-            _torch_export(model, im, raw, options)
+            _trace(model, (im,), raw, options.opset, ([INPUT_NAME], [OUTPUT_NAME]), _dynamic_axes(options.dynamic))
         except Exception as e:
             raise _explain(model, im, options, e) from e
         model_onnx = onnx.load(raw)

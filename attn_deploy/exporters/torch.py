@@ -1,5 +1,10 @@
-"""PyTorch: the reference runner. Parity compares every export against the model as loaded."""
+"""PyTorch: the reference runner. Parity compares every export against the model as loaded.
 
+``semantics="true-shift"`` runs in-place overlapping slice assignments as the paper defines them
+(see ``rewrite.shifts``): the reference where eager PyTorch computes something else.
+"""
+
+import contextlib
 import copy
 
 import numpy as np
@@ -15,15 +20,17 @@ class Runner:
     backend = "torch"
     device = "cpu"
 
-    def __init__(self, model: nn.Module, precision: str = "fp32"):
-        self.precision = precision
+    def __init__(self, model: nn.Module, precision: str = "fp32", semantics: str = "eager"):
+        self.precision, self.semantics = precision, semantics
         dtype = DTYPES[precision]
         self.model = model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
         self.dtype = dtype
         self.version = torch.__version__
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        with torch.no_grad():
+        from ..rewrite import TrueShifts
+
+        with torch.no_grad(), TrueShifts() if self.semantics == "true-shift" else contextlib.nullcontext():
             out = self.model(torch.from_numpy(inputs[0]).to(self.dtype))
         out = out[0] if isinstance(out, (tuple, list)) else out
         return [out.numpy()]

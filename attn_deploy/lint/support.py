@@ -1,0 +1,81 @@
+"""ONNX operator support lists that the graph linter checks exported models against.
+
+Sources, each a stored copy of the public file:
+
+- TensorRT: onnx/onnx-tensorrt ``docs/operators.md`` at commit fa5aa9f61e77, the TensorRT 10.15 matrix
+  (opsets 9 to 24; 10.15 GA, 2026-02-02). Only rows marked "Y".
+- OpenVINO: openvinotoolkit/openvino ``src/frontends/onnx/docs/supported_ops.md`` at commit 0ae60f0ffec9 (covers
+  up to opset 23). Default-domain rows that name a supported version.
+- ONNX Runtime: the default-domain schemas of the installed ``onnx`` up to opset 21.
+- NPU: a conservative subset of airockchip/rknn-toolkit2 ``doc/RKNNToolKit2_OP_Support-v2.1.0.md`` at commit
+  deaba85fc437 (opset 19): the conv, pool, elementwise, activation and static reshape ops that edge NPU compilers
+  generally lower to hardware, compared against nxp-imx/ethos-u-vela ``SUPPORTED_OPS.md`` (Vela 3.6.1) and the
+  Coral Edge TPU supported-ops table. Shape, Gather and ConstantOfShape are left out: they mean a dynamic graph.
+"""
+
+from onnx.defs import get_all_schemas_with_history
+
+# All default-domain ONNX ops up to opset 21 (ai.onnx.ml is not needed).
+ONNXRUNTIME: frozenset[str] = frozenset(
+    s.name for s in get_all_schemas_with_history() if s.domain == "" and s.since_version <= 21
+)
+
+# OpenVINO ONNX frontend, src/frontends/onnx/docs/supported_ops.md @ 0ae60f0ffec990b581cf29cae47563090e5deca0.
+OPENVINO: frozenset[str] = frozenset({
+    "ATen", "Abs", "Acos", "Acosh", "Add", "Affine", "AffineGrid", "And", "ArgMax", "ArgMin", "Asin", "Asinh", "Atan",
+    "Atanh", "Attention", "AveragePool", "BatchNormalization", "BitShift", "BitwiseAnd", "BitwiseNot", "BitwiseOr",
+    "BitwiseXor", "BlackmanWindow", "Cast", "CastLike", "Ceil", "Celu", "CenterCropPad", "Clip", "Col2Im", "Compress",
+    "Concat", "ConcatFromSequence", "Constant", "ConstantFill", "ConstantOfShape", "Conv", "ConvInteger",
+    "ConvTranspose", "Cos", "Cosh", "Crop", "CumSum", "DFT", "DepthToSpace", "DequantizeLinear", "Div", "Dropout",
+    "DynamicQuantizeLinear", "Einsum", "Elu", "Equal", "Erf", "Exp", "Expand", "EyeLike", "Flatten", "Floor", "GRU",
+    "Gather", "GatherElements", "GatherND", "Gelu", "Gemm", "GlobalAveragePool", "GlobalLpPool", "GlobalMaxPool",
+    "Greater", "GreaterOrEqual", "GridSample", "GroupNormalization", "HammingWindow", "HannWindow", "HardSigmoid",
+    "HardSwish", "Hardmax", "Identity", "If", "ImageScaler", "InstanceNormalization", "IsFinite", "IsInf", "IsNaN",
+    "LRN", "LSTM", "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax", "Loop",
+    "LpNormalization", "MatMul", "MatMulInteger", "Max", "MaxPool", "MaxRoiPool", "Mean", "MeanVarianceNormalization",
+    "Min", "Mish", "Mod", "Mul", "Multinomial", "Neg", "NegativeLogLikelihoodLoss", "NonMaxSuppression", "NonZero",
+    "Not", "OneHot", "Or", "PRelu", "Pad", "Pow", "QLinearConv", "QLinearMatMul", "QuantizeLinear", "RMSNormalization",
+    "RNN", "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Range", "Reciprocal", "ReduceL1",
+    "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum",
+    "ReduceSumSquare", "Relu", "Reshape", "Resize", "ReverseSequence", "RoiAlign", "RotaryEmbedding", "Round", "STFT",
+    "Scan", "Scatter", "ScatterElements", "ScatterND", "Selu", "SequenceAt", "SequenceConstruct", "SequenceEmpty",
+    "SequenceErase", "SequenceInsert", "SequenceLength", "Shape", "Shrink", "Sigmoid", "Sign",
+    "SimplifiedLayerNormalization", "Sin", "Sinh", "Size", "Slice", "Softmax", "SoftmaxCrossEntropyLoss", "Softplus",
+    "Softsign", "SpaceToDepth", "Split", "SplitToSequence", "Sqrt", "Squeeze", "Sub", "Sum", "Tan", "Tanh",
+    "ThresholdedRelu", "Tile", "TopK", "Transpose", "Trilu", "Unique", "Unsqueeze", "Upsample", "Where", "Xor",
+})
+
+# onnx-tensorrt docs/operators.md @ fa5aa9f61e7781d2ca8f5351d42c1f19525a6124 (TensorRT 10.15), rows marked "Y".
+TENSORRT: frozenset[str] = frozenset({
+    "Abs", "Acos", "Acosh", "Add", "And", "ArgMax", "ArgMin", "Asin", "Asinh", "Atan", "Atanh", "Attention",
+    "AveragePool", "BatchNormalization", "BlackmanWindow", "Cast", "CastLike", "Ceil", "Celu", "Clip", "Concat",
+    "Constant", "ConstantOfShape", "Conv", "ConvTranspose", "Cos", "Cosh", "CumSum", "DeformConv", "DepthToSpace",
+    "DequantizeLinear", "Div", "Dropout", "Einsum", "Elu", "Equal", "Erf", "Exp", "Expand", "EyeLike", "Flatten",
+    "Floor", "GRU", "Gather", "GatherElements", "GatherND", "Gelu", "Gemm", "GlobalAveragePool", "GlobalLpPool",
+    "GlobalMaxPool", "Greater", "GreaterOrEqual", "GridSample", "GroupNormalization", "HammingWindow", "HannWindow",
+    "HardSigmoid", "HardSwish", "Hardmax", "Identity", "If", "ImageScaler", "InstanceNormalization", "IsInf", "IsNaN",
+    "LRN", "LSTM", "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax", "Loop",
+    "LpNormalization", "LpPool", "MatMul", "Max", "MaxPool", "Mean", "MeanVarianceNormalization", "Min", "Mish", "Mod",
+    "Mul", "Neg", "NonMaxSuppression", "NonZero", "Not", "OneHot", "Or", "PRelu", "Pad", "ParametricSoftplus", "Pow",
+    "QuantizeLinear", "RMSNormalization", "RNN", "RandomNormal", "RandomNormalLike", "RandomUniform",
+    "RandomUniformLike", "Range", "Reciprocal", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax",
+    "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare", "Relu", "Reshape", "Resize",
+    "ReverseSequence", "RoiAlign", "RotaryEmbedding", "Round", "STFT", "ScaledTanh", "Scan", "Scatter",
+    "ScatterElements", "ScatterND", "Selu", "Shape", "Shrink", "Sigmoid", "Sign", "Sin", "Sinh", "Size", "Slice",
+    "Softmax", "Softplus", "Softsign", "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tan", "Tanh",
+    "TensorScatter", "ThresholdedRelu", "Tile", "TopK", "Transpose", "Trilu", "Unsqueeze", "Upsample", "Where", "Xor",
+})
+
+# RKNN-Toolkit2 v2.1.0 ONNX op list, conservative subset. Abs and Neg are "Not Supported" there but kept: Vela maps
+# ABS and TFLite delegates (Arm NN) map ABS/NEG; Neg also folds into Mul by -1. Div, Pow, Sqrt, Exp, Erf, Transpose,
+# HardSigmoid, ReduceSum and ReduceMax are on RKNN's list but missing from Vela 3.6.1's table, the Edge TPU's, or
+# both, so those targets may run them on the CPU; they stay because attention blocks are built from them.
+NPU: frozenset[str] = frozenset({
+    "Abs", "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Constant", "Conv", "ConvTranspose", "Div",
+    "Erf", "Exp", "Flatten", "Gemm", "GlobalAveragePool", "HardSigmoid", "HardSwish", "Identity", "LeakyRelu", "MatMul",
+    "Max", "MaxPool", "Min", "Mul", "Neg", "PRelu", "Pad", "Pow", "ReduceMax", "ReduceMean", "ReduceSum", "Relu",
+    "Reshape", "Resize", "Sigmoid", "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose",
+    "Unsqueeze",
+})
+
+SUPPORT: dict[str, frozenset[str]] = {"ort": ONNXRUNTIME, "openvino": OPENVINO, "trt": TENSORRT, "npu": NPU}

@@ -1,0 +1,14 @@
+"""The static rewrite engine: export-unfriendly attention code becomes static, verified equivalents.
+
+One file per rule family registers its rules in ``RULES`` (``registry``); ``rewrite`` applies
+them to a model at its export shape and returns the rewritten copy with a ``RewriteReport``.
+"""
+
+from . import batch_axis, cga, criss_cross, einsum, linear, mha, pooling, reductions, resize, shifts  # noqa: F401
+from .engine import LayerRewrite, RewriteReport, Rewritten, rewrite
+from .registry import RULES, LayerCall, ModuleRule, OpRule, Rule
+from .shifts import TrueShifts
+from .verify import TOLERANCE
+
+__all__ = ["RULES", "TOLERANCE", "LayerCall", "LayerRewrite", "ModuleRule", "OpRule", "RewriteReport", "Rewritten",
+           "Rule", "TrueShifts", "rewrite"]

@@ -1,0 +1,30 @@
+"""Resizes whose size comes from ``x.shape`` get constant scales (integer factors) or sizes.
+
+Traced, ``F.interpolate(y, size=x.shape[-2:])`` exports as Shape, Gather and Concat feeding Resize;
+with the sizes known at the export shape, Resize takes a constant instead.
+"""
+
+import inspect
+
+import torch.nn.functional as F
+
+from .registry import op_rule
+
+_SIGNATURE = inspect.signature(F.interpolate)
+
+
+@op_rule("static-resize", "F.interpolate with a size read from x.shape → constant scales or sizes",
+         ops=("interpolate",))
+def static_interpolate(func, args: tuple, kwargs: dict, memo: dict):
+    call = _SIGNATURE.bind(*args, **kwargs).arguments
+    x, size = call.pop("input"), call.pop("size", None)
+    if size is None:
+        return func(*args, **kwargs), False
+    spatial = [int(n) for n in x.shape[2:]]
+    size = [int(s) for s in size] if isinstance(size, (list, tuple)) else [int(size)] * len(spatial)
+    call.pop("scale_factor", None)
+    call.pop("recompute_scale_factor", None)
+    if all(s % n == 0 for s, n in zip(size, spatial)):
+        scales = [float(s // n) for s, n in zip(size, spatial)]
+        return func(x, scale_factor=scales, recompute_scale_factor=False, **call), True
+    return func(x, size=size, **call), True
