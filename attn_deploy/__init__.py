@@ -10,10 +10,12 @@ from .exporters.onnx import OnnxOptions  # noqa: E402
 from .exporters.onnx import export as export_onnx  # noqa: E402
 from .models import ZOO, register  # noqa: E402
 from .models.detector import build_detector  # noqa: E402
+from .lint import LintReport, lint  # noqa: E402
 from .parity import TOLERANCES, ParityReport, Tolerance, verify  # noqa: E402
+from .rewrite import RewriteReport, Rewritten, rewrite  # noqa: E402
 
 __all__ = [
-    "AttnDeployError", "BenchResult", "LoadedModel", "OnnxOptions", "ParityReport", "TOLERANCES", "Tolerance",
-    "ZOO", "bench", "build_detector", "export_onnx", "load", "open_runner", "register", "save_checkpoint",
-    "verify", "verify_export",
+    "AttnDeployError", "BenchResult", "LintReport", "LoadedModel", "OnnxOptions", "ParityReport", "RewriteReport",
+    "Rewritten", "TOLERANCES", "Tolerance", "ZOO", "bench", "build_detector", "export_onnx", "lint", "load",
+    "open_runner", "register", "rewrite", "save_checkpoint", "verify", "verify_export",
 ]

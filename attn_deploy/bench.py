@@ -76,3 +76,27 @@ def bench(
         imgsz=tuple(imgsz), threads=threads, warmup=warmup, iters=iters, first_ms=first, latency_ms=stats,
         throughput=batch * 1e3 / stats.median,
     )
+
+
+@dataclass
+class Comparison:
+    """Latency of runners timed in turn, one run each per round, so that load on the machine hits all alike."""
+
+    latency_ms: dict[str, LatencyStats]
+    ratio_to_first: dict[str, float]  # median over rounds of (runner's time / first runner's time)
+
+
+def compare(runners: dict, batch: int, imgsz: tuple[int, int], warmup: int = 10, iters: int = 100) -> Comparison:
+    """Time ``runners`` interleaved on the same seeded input: ``warmup`` rounds untimed, then ``iters`` rounds."""
+    if warmup < 0 or iters < 1 or not runners:
+        raise ValueError(f"need runners, warmup >= 0 and iters >= 1, got {len(runners)}, {warmup} and {iters}")
+    x = np.random.default_rng(0).random((batch, 3, *imgsz), dtype=np.float32)
+    times = {name: [] for name in runners}
+    for i in range(warmup + iters):
+        for name, runner in runners.items():
+            ms = _timed(runner, x)
+            if i >= warmup:
+                times[name].append(ms)
+    first = np.array(next(iter(times.values())))
+    return Comparison({k: LatencyStats.of(np.array(v)) for k, v in times.items()},
+                      {k: float(np.median(np.array(v) / first)) for k, v in times.items()})

@@ -52,6 +52,14 @@ class LoadedModel:
     def yaml_name(self) -> str:
         return Path(getattr(self.model, "yaml", {}).get("yaml_file", self.source.name)).stem
 
+    def check_input(self, imgsz: tuple[int, int], batch: int) -> None:
+        """Refuse an input shape the detector cannot take, before any work is done at it."""
+        h, w = imgsz
+        if batch < 1:
+            raise AttnDeployError(f"--batch must be at least 1, got {batch}")
+        if h % self.stride or w % self.stride or h <= 0 or w <= 0:
+            raise AttnDeployError(f"--imgsz {h},{w} must be positive multiples of the model stride {self.stride}")
+
 
 @dataclass
 class GlobalsPlan:

@@ -66,6 +66,9 @@ RtolOpt = Annotated[float | None, typer.Option("--rtol", help="Relative toleranc
 NoiseOpt = Annotated[float | None, typer.Option(
     "--noise-factor", min=0, help="Also pass an export within this many times PyTorch fp32's own error against "
     "fp64 (default 2; 0 disables).")]
+ImgszOpt = Annotated[str | None, typer.Option(
+    help="Input size: one int or H,W (default: the training size, else 640).")]
+CheckpointArg = Annotated[Path, typer.Argument(help="best.pt: an ultralytics checkpoint, a model or a state dict.")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="Intra-op threads (default: runtime's).")]
 
 
@@ -189,11 +192,10 @@ def show_parity(parity, path: Path) -> None:
 @app.command()
 @handled
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="best.pt: an ultralytics checkpoint, a model or a state dict.")],
+    checkpoint: CheckpointArg,
     target: Annotated[Target, typer.Option(help="Export target.")] = Target.onnx,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file (default: beside CKPT).")] = None,
-    imgsz: Annotated[str | None, typer.Option(help="Input size: one int or H,W (default: the training size, "
-                                                   "else 640).")] = None,
+    imgsz: ImgszOpt = None,
     batch: Annotated[int, typer.Option(min=1, help="Batch size of the static export.")] = 1,
     dynamic: Annotated[bool, typer.Option(help="Symbolic batch axis (spatial axes stay static).")] = False,
     opset: Annotated[int, typer.Option(min=7, help="ONNX opset.")] = 18,
@@ -216,6 +218,7 @@ def export(
     check_writable(output, force)
     loaded = load_checkpoint(checkpoint, plugin, trust_checkpoint, yaml)
     options = onnx.OnnxOptions(size or loaded.imgsz or (640, 640), batch, dynamic, opset, simplify, force)
+    loaded.check_input(options.imgsz, batch)
     rewritten = rewrite_model(loaded, options.imgsz, batch, dynamic, target.value) if rewrite else None
     exported = dataclasses.replace(loaded, model=rewritten.model) if rewritten else loaded
     with step(f"Exporting to {target.value} at {options.imgsz[0]}x{options.imgsz[1]}, batch {batch}"):
@@ -241,11 +244,10 @@ def export(
 @app.command("rewrite")
 @handled
 def rewrite_plan(
-    checkpoint: Annotated[Path, typer.Argument(help="best.pt: an ultralytics checkpoint, a model or a state dict.")],
+    checkpoint: CheckpointArg,
     target: Annotated[RewriteTarget, typer.Option(help="Whose needs to rewrite for (onnx: every rule).")] = (
         RewriteTarget.onnx),
-    imgsz: Annotated[str | None, typer.Option(help="Input size: one int or H,W (default: the training size, "
-                                                   "else 640).")] = None,
+    imgsz: ImgszOpt = None,
     batch: Annotated[int, typer.Option(min=1, help="Batch size.")] = 1,
     dynamic: Annotated[bool, typer.Option(help="Keep the batch axis symbolic.")] = False,
     plugin: PluginOpt = None,
@@ -256,6 +258,7 @@ def rewrite_plan(
     """Show which rules rewrite which layers of CHECKPOINT, verified, without exporting anything."""
     loaded = load_checkpoint(checkpoint, plugin, trust_checkpoint, yaml)
     size = parse_imgsz(imgsz) if imgsz else loaded.imgsz or (640, 640)
+    loaded.check_input(size, batch)
     rewritten = rewrite_model(loaded, size, batch, dynamic, target.value)
     if as_json:
         emit_json(rewritten.report)
@@ -378,8 +381,8 @@ def demo(
     lint_report = lint_file(result.path, "ort")
     parity = verify_file(result.path, loaded, semantics=rewritten.report.reference)
     timing = run_bench(result.path, None, None, 10, iters)
-    summary = report.write_demo_report(output_dir, report.DemoRun(rewritten.report, result, lint_report, parity, timing),
-                                       time.perf_counter() - started)
+    run = report.DemoRun(rewritten.report, result, lint_report, parity, timing)
+    summary = report.write_demo_report(output_dir, run, time.perf_counter() - started)
     if as_json:
         emit_json(summary)
     else:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from attn_deploy.bench import bench
+from attn_deploy.bench import bench, compare
 from attn_deploy.checkpoint import load
 from attn_deploy.exporters import open_runner
 from attn_deploy.exporters.onnx import OnnxOptions, export
@@ -29,3 +29,12 @@ def test_latency_statistics_are_ordered_and_throughput_follows(small_onnx):
 def test_invalid_iteration_counts_are_refused(small_onnx):
     with pytest.raises(ValueError):
         bench(open_runner(small_onnx), "simam", 2, (320, 320), warmup=0, iters=0)
+
+
+def test_interleaved_comparison_times_every_runner_against_the_first(small_onnx):
+    runners = {"a": open_runner(small_onnx, threads=1), "b": open_runner(small_onnx, threads=1)}
+    result = compare(runners, 2, (320, 320), warmup=1, iters=9)
+    assert set(result.latency_ms) == {"a", "b"} and result.ratio_to_first["a"] == 1.0
+    assert result.ratio_to_first["b"] > 0 and all(s.min > 0 for s in result.latency_ms.values())
+    with pytest.raises(ValueError):
+        compare({}, 2, (320, 320))

@@ -47,12 +47,47 @@ def test_export_json_is_parseable_on_stdout(fork_checkpoints, tmp_path):
     assert len(data["parity"]["results"]) == 4
 
 
-def test_parity_failure_exits_1_and_keeps_the_file(fork_checkpoints, tmp_path):
+def test_unrewritten_s2_fails_parity_and_lint_exits_1_and_keeps_the_file(fork_checkpoints, tmp_path):
     out = tmp_path / "s2.onnx"
-    result = invoke("export", fork_checkpoints["s2attention"], "-o", out, "--imgsz", "320")
+    result = invoke("export", fork_checkpoints["s2attention"], "-o", out, "--imgsz", "320", "--no-rewrite")
     assert result.exit_code == 1
     assert "parity failed" in result.stderr and str(out) in result.stderr
+    assert "ScatterND" in result.stdout and "FAILED" in result.stdout
     assert out.exists()
+
+
+def test_rewritten_s2_export_warns_of_eager_divergence_and_passes(fork_checkpoints, tmp_path):
+    out = tmp_path / "s2.onnx"
+    result = invoke("export", fork_checkpoints["s2attention"], "-o", out, "--imgsz", "320")
+    assert result.exit_code == 0, result.output
+    assert "model.10 (S2Attention): eager PyTorch's in-place overlapping slice assignments" in result.stderr
+    assert "s2-shift" in result.stdout and "-ScatterND 8" in result.stdout
+    assert "with true shifts" in result.stderr
+
+
+def test_rewrite_shows_the_plan_without_writing(fork_checkpoints, tmp_path):
+    result = invoke("rewrite", fork_checkpoints["cca"], "--imgsz", "320", "--json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    (layer,) = plan["layers"]
+    assert (layer["path"], layer["rule"], layer["applied"]) == ("model.10", "criss-cross", True)
+    assert layer["ops_before"] is None and "aten::diag" in layer["note"]
+    assert "ScatterND" not in layer["ops_after"] and plan["reference"] == "eager"
+    assert not list(fork_checkpoints["cca"].parent.glob("*.onnx"))
+
+
+def test_lint_command_fails_on_findings_with_json(fork_checkpoints, tmp_path):
+    out = tmp_path / "s2.onnx"
+    invoke("export", fork_checkpoints["s2attention"], "-o", out, "--imgsz", "320", "--no-rewrite")
+    result = invoke("lint", out, "--target", "npu", "--json")
+    assert result.exit_code == 1
+    checks = {f["check"] for f in json.loads(result.stdout)["findings"]}
+    assert {"op ScatterND", "rank > 4"} <= checks
+
+
+def test_lint_of_a_missing_file_is_one_clear_error(tmp_path):
+    result = invoke("lint", tmp_path / "nothing.onnx")
+    assert result.exit_code == 2 and "does not exist" in result.stderr
 
 
 def test_tighter_tolerance_override_fails_parity(cga_onnx, fork_checkpoints):
@@ -66,7 +101,7 @@ def test_tighter_tolerance_override_fails_parity(cga_onnx, fork_checkpoints):
 
 
 def test_blocked_export_is_one_clear_error(fork_checkpoints, tmp_path):
-    result = invoke("export", fork_checkpoints["cca"], "-o", tmp_path / "cca.onnx")
+    result = invoke("export", fork_checkpoints["cca"], "-o", tmp_path / "cca.onnx", "--no-rewrite")
     assert result.exit_code == 2
     assert "aten::diag" in result.stderr and "Traceback" not in result.output + result.stderr
     assert not (tmp_path / "cca.onnx").exists()

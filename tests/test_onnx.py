@@ -80,13 +80,15 @@ def test_existing_output_needs_force(exported, tmp_path):
     assert onnx.load(target).graph.input[0].name == "images"
 
 
-def test_dynamic_export_runs_other_batches_and_sizes(exported, tmp_path):
+def test_dynamic_export_keeps_only_the_batch_symbolic(exported, tmp_path):
     loaded, _ = exported["gam"]
-    path = export(loaded, tmp_path / "dyn.onnx", OnnxOptions(imgsz=(320, 320), dynamic=True)).path
+    path = export(loaded, tmp_path / "dyn.onnx", OnnxOptions(imgsz=(320, 256), dynamic=True)).path
     runner = open_runner(path)
-    assert runner.input_shape[0] == "batch"
-    out = runner.run([np.zeros((2, 3, 256, 320), dtype=np.float32)])[0]
+    assert runner.input_shape == ["batch", 3, 320, 256]
+    out = runner.run([np.zeros((2, 3, 320, 256), dtype=np.float32)])[0]
     assert out.shape == (2, 84, 8 * 10 + 16 * 20 + 32 * 40)
+    with pytest.raises(AttnDeployError, match="does not fit"):
+        runner.run([np.zeros((2, 3, 256, 320), dtype=np.float32)])
 
 
 @pytest.mark.parametrize("imgsz", [(641, 640), (0, 640)])

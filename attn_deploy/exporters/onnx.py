@@ -57,14 +57,6 @@ def _export_copy(model: nn.Module, dynamic: bool) -> nn.Module:
     return model
 
 
-def _check_shape(loaded: LoadedModel, options: OnnxOptions) -> None:
-    h, w = options.imgsz
-    if options.batch < 1:
-        raise AttnDeployError(f"--batch must be at least 1, got {options.batch}")
-    if h % loaded.stride or w % loaded.stride or h <= 0 or w <= 0:
-        raise AttnDeployError(f"--imgsz {h},{w} must be positive multiples of the model stride {loaded.stride}")
-
-
 def _dynamic_axes(dynamic: bool) -> dict | None:
     # Only the batch axis: the rewrite engine specialises everything else to the export shape.
     return {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic else None
@@ -78,8 +70,8 @@ def _trace(module: nn.Module, args: tuple, f, opset: int, names: tuple[list, lis
                           output_names=names[1], dynamic_axes=dynamic_axes)
 
 
-def op_counts(module: nn.Module, call, opset: int = 18, dynamic: bool = False) -> dict[str, int]:
-    """Nodes per op type of ``module`` exported alone as ``call`` calls it, then simplified."""
+def module_to_onnx(module: nn.Module, call, opset: int = 18, dynamic: bool = False):
+    """``module`` alone, exported as ``call`` (a ``rewrite.LayerCall``) calls it, and simplified."""
     import onnx
 
     tensors = [a for a in call.args if isinstance(a, torch.Tensor)]
@@ -89,9 +81,14 @@ def op_counts(module: nn.Module, call, opset: int = 18, dynamic: bool = False) -
     try:
         with _native_output_silenced():  # a failing trace dumps its whole graph; the failure is the answer
             _trace(module, call.args, f, opset, (names, None), axes, call.kwargs)
-            graph = _simplify(onnx.load_from_string(f.getvalue()), []).graph
+            return _simplify(onnx.load_from_string(f.getvalue()), [])
     except Exception as e:
         raise AttnDeployError(_failed_op(e)) from e
+
+
+def op_counts(module: nn.Module, call, opset: int = 18, dynamic: bool = False) -> dict[str, int]:
+    """Nodes per op type of ``module`` exported alone (``module_to_onnx``)."""
+    graph = module_to_onnx(module, call, opset, dynamic).graph
     return dict(sorted(collections.Counter(node.op_type for node in graph.node).items()))
 
 
@@ -127,7 +124,8 @@ def _culprits(model: nn.Module, im: torch.Tensor, options: OnnxOptions) -> list[
     culprits = []
     for name, args in _module_inputs(model, im, tuple({e.module for e in ZOO.values()})).items():
         try:
-            _trace(modules[name], args[:1], io.BytesIO(), options.opset)
+            with _native_output_silenced():  # the failing trace's graph dump; the op named is the answer
+                _trace(modules[name], args[:1], io.BytesIO(), options.opset)
         except Exception as e:
             culprits.append(f"{name} ({type(modules[name]).__name__}): {_failed_op(e)}")
     return culprits
@@ -220,7 +218,7 @@ def export(loaded: LoadedModel, output: Path, options: OnnxOptions) -> ExportRes
 
     output = Path(output)
     check_writable(output, options.force)
-    _check_shape(loaded, options)
+    loaded.check_input(options.imgsz, options.batch)
     model = _export_copy(loaded.model, options.dynamic)
     im = torch.zeros(options.batch, 3, *options.imgsz)
     with tempfile.TemporaryDirectory() as tmp:

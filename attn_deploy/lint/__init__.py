@@ -51,7 +51,7 @@ def _op_findings(graph, target: str, static: bool) -> list[Finding]:
     for op in flagged:
         nodes = [n for n in graph.node if n.op_type == op]
         if nodes:
-            why = "shape arithmetic in a static export" if op in ("Shape", "Size") else "unsupported or slow on edge targets"
+            why = "shape arithmetic in a static export" if op in ("Shape", "Size") else "unsupported on edge targets"
             findings.append(Finding(f"op {op}", f"{len(nodes)} node(s): {why}", _names(nodes)))
     outside = sorted({n.op_type for n in graph.node if n.domain in ("", "ai.onnx")} - SUPPORT[target] - set(flagged))
     if outside:

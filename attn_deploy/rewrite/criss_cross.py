@@ -17,6 +17,10 @@ from .registry import LayerCall, module_rule, structure_of
 MASK = -30000.0
 
 
+@module_rule("criss-cross",
+             "-inf diagonal from torch.diag, repeated over B*W → constant finite (1,H,1,H) mask buffer; "
+             "bmm over batch-folded views (B*W, C, H) → 4-D matmul with static permutes",
+             "CrissCrossAttention by type or structure", structure_of(CrissCrossAttention))
 class StaticCrissCross(nn.Module):
     """Each position attends to its row and column: 4-D matmuls and a constant diagonal mask."""
 
@@ -37,11 +41,3 @@ class StaticCrissCross(nn.Module):
         out_h = (v.permute(0, 3, 1, 2) @ att_h.permute(0, 2, 3, 1)).permute(0, 2, 3, 1)  # B,W,C,H -> B,C,H,W
         out_w = (v.permute(0, 2, 1, 3) @ att_w.permute(0, 1, 3, 2)).permute(0, 2, 1, 3)  # B,H,C,W -> B,C,H,W
         return self.gamma * (out_h + out_w) + x
-
-
-@module_rule("criss-cross",
-             "-inf diagonal from torch.diag, repeated over B*W → constant finite (1,H,1,H) mask buffer; "
-             "bmm over batch-folded views (B*W, C, H) → 4-D matmul with static permutes",
-             "CrissCrossAttention by type or structure", structure_of(CrissCrossAttention))
-def static_criss_cross(module: nn.Module, call: LayerCall) -> nn.Module:
-    return StaticCrissCross(module, call)

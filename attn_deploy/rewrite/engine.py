@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..errors import AttnDeployError
 from . import verify as verification
 from .capture import OVERLAPPING_ASSIGNMENT, capture
 from .ops import OpRewrite, StaticOps
@@ -74,11 +75,16 @@ def _divergence(model: nn.Module, calls: dict[str, LayerCall]) -> dict[str, str]
         if OVERLAPPING_ASSIGNMENT not in call.ops:
             continue
         module = model.get_submodule(path)
-        eager = verification.run64(module, call.args, call.kwargs)
-        diff, _ = verification.difference(eager, verification.run64(module, call.args, call.kwargs, true_shift=True))
+        where = f"{path} ({type(module).__name__})"
+        try:
+            eager = verification.run64(module, call.args, call.kwargs)
+            diff, _ = verification.difference(eager, verification.run64(module, call.args, call.kwargs, True))
+        except Exception as e:
+            found[path] = f"{where}: in-place overlapping slice assignments that cannot be checked: {e}"
+            continue
         if diff > 0:
-            found[path] = (f"{path} ({type(module).__name__}): eager PyTorch's in-place overlapping slice assignments "
-                           f"differ from true shifts by up to {diff:.3g}; true shifts are the reference there")
+            found[path] = (f"{where}: eager PyTorch's in-place overlapping slice assignments differ from true "
+                           f"shifts by up to {diff:.3g}; true shifts are the reference there")
     return found
 
 
@@ -99,10 +105,16 @@ def _plan(model: nn.Module, calls: dict[str, LayerCall], rules: list[Rule]) -> l
 
 
 def _changing(module: nn.Module, call: LayerCall, rules: list[OpRule]) -> list[OpRule]:
-    """The op rules that change at least one call of ``module`` at the export shape."""
+    """The op rules that change at least one call of ``module`` at the export shape.
+
+    Where the trial run fails, every rule stays a candidate: its verification reports the failure.
+    """
     mode = StaticOps(rules)
-    with torch.no_grad(), mode:
-        copy.deepcopy(module)(*call.args, **call.kwargs)
+    try:
+        with torch.no_grad(), mode:
+            copy.deepcopy(module)(*call.args, **call.kwargs)
+    except Exception:
+        return rules
     return [r for r in rules if r.name in mode.changed]
 
 
@@ -167,10 +179,22 @@ def _count_ops(report: RewriteReport, replaced: dict[str, nn.Module], original: 
 
 
 def rewrite(model: nn.Module, imgsz: tuple[int, int] = (640, 640), batch: int = 1, dynamic: bool = False,
-            target: str = "onnx", opset: int = 18, count_ops: bool = True) -> Rewritten:
-    """A copy of ``model`` with every verified rewrite applied, and the report of what was done."""
+            target: str = "onnx", opset: int = 18, count_ops: bool = True,
+            example: torch.Tensor | None = None) -> Rewritten:
+    """A copy of ``model`` with every verified rewrite applied, and the report of what was done.
+
+    ``example`` replaces the default input (bus.jpg at ``imgsz``, ``batch`` times) for models
+    that do not take images.
+    """
     original = copy.deepcopy(model).float().eval()
-    calls = capture(original, example_input(imgsz, batch))
+    if example is not None:
+        batch, imgsz = example.shape[0], tuple(example.shape[-2:])
+    example = example if example is not None else example_input(imgsz, batch)
+    try:
+        calls = capture(original, example)
+    except Exception as e:
+        raise AttnDeployError(f"the model does not run on an input of shape {tuple(example.shape)}: "
+                              f"{type(e).__name__}: {e}") from e
     report = RewriteReport(imgsz, batch, dynamic, target, divergent=_divergence(original, calls))
     rewritten = copy.deepcopy(original)
     rules = [r for r in RULES.values() if r.wanted(target, dynamic)]

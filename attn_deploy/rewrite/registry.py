@@ -59,7 +59,7 @@ RULES: dict[str, Rule] = {}
 
 def module_rule(name: str, fixes: str, matches: str, applies: Callable[[nn.Module], bool],
                 targets: tuple[str, ...] = TARGETS):
-    """Register ``build(module, call) -> replacement`` for modules that ``applies`` accepts."""
+    """Register ``build(module, call) -> replacement`` (a function or a class) for modules ``applies`` accepts."""
 
     def register(build):
         RULES[name] = ModuleRule(name=name, fixes=fixes, matches=matches, targets=targets, applies=applies, build=build)

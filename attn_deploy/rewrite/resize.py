@@ -1,10 +1,13 @@
 """Resizes whose size comes from ``x.shape`` get constant scales (integer factors) or sizes.
 
 Traced, ``F.interpolate(y, size=x.shape[-2:])`` exports as Shape, Gather and Concat feeding Resize;
-with the sizes known at the export shape, Resize takes a constant instead.
+with the sizes known at the export shape, Resize takes constant scales, which need no Shape even
+with a symbolic batch. Where no float scale reproduces the size exactly, a constant size is used
+(a dynamic-batch graph then keeps a Shape for the batch and channel sizes).
 """
 
 import inspect
+import math
 
 import torch.nn.functional as F
 
@@ -13,7 +16,7 @@ from .registry import op_rule
 _SIGNATURE = inspect.signature(F.interpolate)
 
 
-@op_rule("static-resize", "F.interpolate with a size read from x.shape → constant scales or sizes",
+@op_rule("static-resize", "F.interpolate with a size read from x.shape → constant scales (or sizes)",
          ops=("interpolate",))
 def static_interpolate(func, args: tuple, kwargs: dict, memo: dict):
     call = _SIGNATURE.bind(*args, **kwargs).arguments
@@ -24,7 +27,7 @@ def static_interpolate(func, args: tuple, kwargs: dict, memo: dict):
     size = [int(s) for s in size] if isinstance(size, (list, tuple)) else [int(size)] * len(spatial)
     call.pop("scale_factor", None)
     call.pop("recompute_scale_factor", None)
-    if all(s % n == 0 for s, n in zip(size, spatial)):
-        scales = [float(s // n) for s, n in zip(size, spatial)]
+    scales = [s / n for s, n in zip(size, spatial)]
+    if all(math.floor(n * f) == s for s, n, f in zip(size, spatial, scales)):
         return func(x, scale_factor=scales, recompute_scale_factor=False, **call), True
     return func(x, size=size, **call), True

@@ -64,6 +64,10 @@ SHIFT1 = ((2, 1), (2, -1), (3, 1), (3, -1))
 SHIFT2 = ((3, 1), (3, -1), (2, 1), (2, -1))
 
 
+@module_rule("s2-shift",
+             "in-place overlapping shifts → true shifts by slices and concat; Linear over NHWC → 1x1 convolution; "
+             "rank-5 branch stack → three rank-4 branches",
+             "S2Attention by type or structure", structure_of(S2Attention))
 class StaticS2Attention(nn.Module):
     """S2Attention on NCHW: 1x1 convolutions for its Linear layers, true shifts, rank-4 split attention."""
 
@@ -89,11 +93,3 @@ class StaticS2Attention(nn.Module):
         weights = self.fc2(self.gelu(self.fc1(pooled))).reshape(-1, 3, c, 1).softmax(1)
         w1, w2, w3 = (w.reshape(-1, c, 1, 1) for w in weights.split(1, 1))
         return self.project(branches[0] * w1 + branches[1] * w2 + branches[2] * w3)
-
-
-@module_rule("s2-shift",
-             "in-place overlapping shifts → true shifts by slices and concat; Linear over NHWC → 1x1 convolution; "
-             "rank-5 branch stack → three rank-4 branches",
-             "S2Attention by type or structure", structure_of(S2Attention))
-def static_s2(module: nn.Module, call: LayerCall) -> nn.Module:
-    return StaticS2Attention(module, call)
