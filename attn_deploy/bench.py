@@ -41,6 +41,10 @@ class BenchResult:
     throughput: float  # images per second, from the median latency
 
 
+def _seeded_input(batch: int, imgsz: tuple[int, int]) -> np.ndarray:
+    return np.random.default_rng(0).random((batch, 3, *imgsz), dtype=np.float32)
+
+
 def _timed(runner, x: np.ndarray) -> float:
     start = time.perf_counter()
     runner.run([x])
@@ -60,7 +64,7 @@ def bench(
     """Time ``runner`` on a seeded input: ``warmup`` untimed runs, then ``iters`` timed ones."""
     if warmup < 0 or iters < 1:
         raise ValueError(f"need warmup >= 0 and iters >= 1, got {warmup} and {iters}")
-    x = np.random.default_rng(0).random((batch, 3, *imgsz), dtype=np.float32)
+    x = _seeded_input(batch, imgsz)
     first = _timed(runner, x)
     total = warmup + iters
     times = []
@@ -90,7 +94,7 @@ def compare(runners: dict, batch: int, imgsz: tuple[int, int], warmup: int = 10,
     """Time ``runners`` interleaved on the same seeded input: ``warmup`` rounds untimed, then ``iters`` rounds."""
     if warmup < 0 or iters < 1 or not runners:
         raise ValueError(f"need runners, warmup >= 0 and iters >= 1, got {len(runners)}, {warmup} and {iters}")
-    x = np.random.default_rng(0).random((batch, 3, *imgsz), dtype=np.float32)
+    x = _seeded_input(batch, imgsz)
     times = {name: [] for name in runners}
     for i in range(warmup + iters):
         for name, runner in runners.items():

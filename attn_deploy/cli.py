@@ -181,6 +181,32 @@ def show_lint(lint_report) -> None:
         render(f"{title}: FAILED", report.lint_table(lint_report))
 
 
+def export_checked(loaded, output: Path, options, rewrite_for: str | None, atol=None, rtol=None,
+                   noise_factor=None) -> report.Checked:
+    """Rewrite for ``rewrite_for`` (None: export the published code), export, lint for ort, verify parity."""
+    from .exporters import onnx
+
+    rewritten = None
+    if rewrite_for:
+        rewritten = rewrite_model(loaded, options.imgsz, options.batch, options.dynamic, rewrite_for)
+    exported = dataclasses.replace(loaded, model=rewritten.model) if rewritten else loaded
+    with step(f"Exporting to onnx at {options.imgsz[0]}x{options.imgsz[1]}, batch {options.batch}"):
+        result = onnx.export(exported, output, options)
+    for note in result.notes:
+        err.print(f"  note: {note}", highlight=False)
+    lint_report = lint_file(result.path, "ort")
+    semantics = rewritten.report.reference if rewritten else "eager"
+    parity = verify_file(result.path, loaded, atol, rtol, noise_factor, semantics=semantics)
+    return report.Checked(rewritten.report if rewritten else None, result, lint_report, parity)
+
+
+def show_checked(checked: report.Checked) -> None:
+    if checked.rewrite:
+        show_rewrite(checked.rewrite)
+    show_lint(checked.lint)
+    show_parity(checked.parity, checked.export.path)
+
+
 def show_parity(parity, path: Path) -> None:
     verdict = "passed" if parity.passed else "FAILED"
     render(f"Parity of {parity.backend} ({parity.precision}) vs PyTorch fp32: {verdict} "
@@ -219,25 +245,13 @@ def export(
     loaded = load_checkpoint(checkpoint, plugin, trust_checkpoint, yaml)
     options = onnx.OnnxOptions(size or loaded.imgsz or (640, 640), batch, dynamic, opset, simplify, force)
     loaded.check_input(options.imgsz, batch)
-    rewritten = rewrite_model(loaded, options.imgsz, batch, dynamic, target.value) if rewrite else None
-    exported = dataclasses.replace(loaded, model=rewritten.model) if rewritten else loaded
-    with step(f"Exporting to {target.value} at {options.imgsz[0]}x{options.imgsz[1]}, batch {batch}"):
-        result = onnx.export(exported, output, options)
-    for note in result.notes:
-        err.print(f"  note: {note}", highlight=False)
-    lint_report = lint_file(result.path, "ort")
-    semantics = rewritten.report.reference if rewritten else "eager"
-    parity = verify_file(result.path, loaded, atol, rtol, noise_factor, semantics=semantics)
+    checked = export_checked(loaded, output, options, target.value if rewrite else None, atol, rtol, noise_factor)
     if as_json:
-        emit_json({"rewrite": rewritten.report if rewritten else None, "export": result, "lint": lint_report,
-                   "parity": parity})
+        emit_json(checked)
     else:
-        if rewritten:
-            show_rewrite(rewritten.report)
-        show_lint(lint_report)
-        show_parity(parity, result.path)
-        out.print(f"Exported {result.path}")
-    if not (parity.passed and lint_report.passed):
+        show_checked(checked)
+        out.print(f"Exported {checked.export.path}")
+    if not checked.passed:
         raise typer.Exit(CHECK_FAILED)
 
 
@@ -274,8 +288,6 @@ def lint_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Find what in EXPORTED will break or bloat TARGET: unsupported ops, shape arithmetic, -inf, rank > 4."""
-    if not exported.exists():
-        raise AttnDeployError(f"{exported} does not exist")
     lint_report = lint_file(exported, target.value)
     if as_json:
         emit_json(lint_report)
@@ -374,24 +386,16 @@ def demo(
     with step("Building YOLOv8n-CGA from yolov8-cga.yaml (seed 0) and saving it as an ultralytics best.pt"):
         checkpoint = save_checkpoint(build_detector("cga"), output_dir / "artifacts" / "yolov8n-cga.pt")
     loaded = load_checkpoint(checkpoint, None, False, None)
-    rewritten = rewrite_model(loaded, (640, 640), 1, False, "onnx")
-    with step("Exporting to ONNX at 640x640, batch 1"):
-        result = onnx.export(dataclasses.replace(loaded, model=rewritten.model), checkpoint.with_suffix(".onnx"),
-                             onnx.OnnxOptions(force=True))
-    lint_report = lint_file(result.path, "ort")
-    parity = verify_file(result.path, loaded, semantics=rewritten.report.reference)
-    timing = run_bench(result.path, None, None, 10, iters)
-    run = report.DemoRun(rewritten.report, result, lint_report, parity, timing)
-    summary = report.write_demo_report(output_dir, run, time.perf_counter() - started)
+    checked = export_checked(loaded, checkpoint.with_suffix(".onnx"), onnx.OnnxOptions(force=True), "onnx")
+    timing = run_bench(checked.export.path, None, None, 10, iters)
+    summary = report.write_demo_report(output_dir, checked, timing, time.perf_counter() - started)
     if as_json:
         emit_json(summary)
     else:
-        show_rewrite(rewritten.report)
-        show_lint(lint_report)
-        show_parity(parity, result.path)
+        show_checked(checked)
         render("onnxruntime CPU latency", report.bench_table([timing]))
         out.print(f"Report written to {output_dir / 'report.md'} and {output_dir / 'report.json'}")
-    if not (parity.passed and lint_report.passed):
+    if not checked.passed:
         raise typer.Exit(CHECK_FAILED)
 
 

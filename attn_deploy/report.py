@@ -117,19 +117,25 @@ def write_markdown(path: Path, title: str, sections: dict[str, str]) -> Path:
 
 
 @dataclasses.dataclass
-class DemoRun:
+class Checked:
+    """One export and the checks on it: what was rewritten (None without rewriting), lint, parity."""
+
     rewrite: Any
     export: Any
     lint: Any
     parity: ParityReport
-    latency: BenchResult
+
+    @property
+    def passed(self) -> bool:
+        return self.parity.passed and self.lint.passed
 
 
-def write_demo_report(directory: Path, run: DemoRun, seconds: float) -> dict:
+def write_demo_report(directory: Path, run: Checked, timing: BenchResult, seconds: float) -> dict:
     """``report.json`` and ``report.md`` for ``attn-deploy demo``; returns what the JSON holds."""
     summary = {
         "model": "yolov8n-cga (LocalWindowAttention / Cascaded Group Attention at P5), seed 0",
         **{f.name: getattr(run, f.name) for f in dataclasses.fields(run)},
+        "latency": timing,
         "wall_seconds": round(seconds, 2),
         "machine": machine(),
     }
@@ -144,7 +150,7 @@ def write_demo_report(directory: Path, run: DemoRun, seconds: float) -> dict:
             f"Tolerance atol {parity.tolerance.atol:g}, rtol {parity.tolerance.rtol:g}.\n\n"
             + markdown_table(parity_table(parity))
         ),
-        "onnxruntime CPU latency": markdown_table(bench_table([run.latency])),
+        "onnxruntime CPU latency": markdown_table(bench_table([timing])),
         "Machine": "\n".join(f"- {k}: {v}" for k, v in summary["machine"].items()),
         "Wall time": f"{seconds:.1f} s",
     })

@@ -118,6 +118,8 @@ def lint(path: str | Path, target: str = "ort") -> LintReport:
     import onnx
 
     path = Path(path)
+    if not path.exists():
+        raise AttnDeployError(f"{path} does not exist")
     if target not in SUPPORT:
         raise AttnDeployError(f"unknown lint target {target!r}; choose one of {', '.join(TARGETS)}")
     try:
