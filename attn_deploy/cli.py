@@ -34,10 +34,6 @@ err = Console(stderr=True)
 CHECK_FAILED = 1  # parity or lint
 
 
-class Target(str, Enum):
-    onnx = "onnx"
-
-
 class RewriteTarget(str, Enum):
     onnx = "onnx"
     ort = "ort"
@@ -69,6 +65,12 @@ NoiseOpt = Annotated[float | None, typer.Option(
 ImgszOpt = Annotated[str | None, typer.Option(
     help="Input size: one int or H,W (default: the training size, else 640).")]
 CheckpointArg = Annotated[Path, typer.Argument(help="best.pt: an ultralytics checkpoint, a model or a state dict.")]
+TolOpt = Annotated[list[str] | None, typer.Option(
+    "--tol", help="Per-precision tolerance PRECISION=ATOL,RTOL, e.g. fp16=0.02,0.02 (repeatable).")]
+DetConfOpt = Annotated[float, typer.Option("--det-conf", min=0, max=1, help="Confidence threshold of the "
+                                           "detection-level parity (NMS on the real images).")]
+OvDeviceOpt = Annotated[str, typer.Option("--ov-device", help="OpenVINO device: CPU, GPU, NPU, AUTO.")]
+JunitOpt = Annotated[Path | None, typer.Option("--junit", help="Also write the results as a JUnit XML report.")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="Intra-op threads (default: runtime's).")]
 
 
@@ -124,11 +126,33 @@ def emit_json(data) -> None:
     print(json.dumps(report.jsonable(data), indent=2))
 
 
-def tolerance(precision: str, atol: float | None, rtol: float | None, noise_factor: float | None):
+def tolerances(atol: float | None, rtol: float | None, noise_factor: float | None, tol: list[str] | None) -> dict:
+    """The tolerance per precision: documented defaults, then --atol/--rtol/--noise-factor, then --tol."""
     from .parity import TOLERANCES
 
-    given = {"atol": atol, "rtol": rtol, "noise_factor": noise_factor}
-    return dataclasses.replace(TOLERANCES[precision], **{k: v for k, v in given.items() if v is not None})
+    given = {k: v for k, v in {"atol": atol, "rtol": rtol, "noise_factor": noise_factor}.items() if v is not None}
+    chosen = {p: dataclasses.replace(t, **given) for p, t in TOLERANCES.items()}
+    for item in tol or []:
+        precision, _, values = item.partition("=")
+        try:
+            a, r = (float(v) for v in values.split(","))
+        except ValueError:
+            raise typer.BadParameter(f"expected PRECISION=ATOL,RTOL, got {item!r}", param_hint="--tol") from None
+        if precision not in chosen:
+            raise typer.BadParameter(f"unknown precision {precision!r}; one of {', '.join(chosen)}", param_hint="--tol")
+        chosen[precision] = dataclasses.replace(chosen[precision], atol=a, rtol=r)
+    return chosen
+
+
+def parse_targets(value: str) -> list[str]:
+    from .pipeline import TARGETS
+
+    targets = list(TARGETS) if value == "all" else [t.strip() for t in value.split(",") if t.strip()]
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown or not targets:
+        raise typer.BadParameter(f"unknown target {', '.join(unknown) or repr(value)}; use {','.join(TARGETS)} or all",
+                                 param_hint="--target")
+    return list(dict.fromkeys(targets))
 
 
 def load_checkpoint(path: Path, plugins, trust: bool, yaml):
@@ -139,15 +163,6 @@ def load_checkpoint(path: Path, plugins, trust: bool, yaml):
     for fork_path, zoo_class in loaded.resolved.items():
         err.print(f"  resolved {fork_path} -> {zoo_class}", highlight=False)
     return loaded
-
-
-def verify_file(path: Path, loaded, atol=None, rtol=None, noise_factor=None, threads=None, semantics="eager"):
-    from .exporters import verify_export
-
-    reference = "the original PyTorch model" + (" with true shifts" if semantics == "true-shift" else "")
-    with step(f"Checking parity of {path} against {reference}"):
-        parity = verify_export(path, loaded, tolerance("fp32", atol, rtol, noise_factor), threads, semantics)
-    return parity
 
 
 def rewrite_model(loaded, imgsz: tuple[int, int], batch: int, dynamic: bool, target: str):
@@ -181,78 +196,88 @@ def show_lint(lint_report) -> None:
         render(f"{title}: FAILED", report.lint_table(lint_report))
 
 
-def export_checked(loaded, output: Path, options, rewrite_for: str | None, atol=None, rtol=None,
-                   noise_factor=None) -> report.Checked:
-    """Rewrite for ``rewrite_for`` (None: export the published code), export, lint for ort, verify parity."""
-    from .exporters import onnx
-
-    rewritten = None
-    if rewrite_for:
-        rewritten = rewrite_model(loaded, options.imgsz, options.batch, options.dynamic, rewrite_for)
-    exported = dataclasses.replace(loaded, model=rewritten.model) if rewritten else loaded
-    with step(f"Exporting to onnx at {options.imgsz[0]}x{options.imgsz[1]}, batch {options.batch}"):
-        result = onnx.export(exported, output, options)
-    for note in result.notes:
-        err.print(f"  note: {note}", highlight=False)
-    lint_report = lint_file(result.path, "ort")
-    semantics = rewritten.report.reference if rewritten else "eager"
-    parity = verify_file(result.path, loaded, atol, rtol, noise_factor, semantics=semantics)
-    return report.Checked(rewritten.report if rewritten else None, result, lint_report, parity)
-
-
-def show_checked(checked: report.Checked) -> None:
-    if checked.rewrite:
-        show_rewrite(checked.rewrite)
-    show_lint(checked.lint)
-    show_parity(checked.parity, checked.export.path)
+def show_deployment(run) -> None:
+    if run.rewrite:
+        show_rewrite(run.rewrite)
+    for lint_report in run.lint:
+        show_lint(lint_report)
+    for export in run.exports:
+        err.print(f"  {export.target}: {export.path}" + "".join(f"; {n}" for n in export.notes), highlight=False)
+    verdict = "passed" if run.passed else "FAILED"
+    render(f"Parity against the original PyTorch model (fp32): {verdict}", report.summary_table(run.parity))
+    for loc in run.localisations:
+        out.print(f"Localisation ({loc.backend}, {loc.input}): first departing module "
+                  f"{loc.first or 'none of the compared modules'}", highlight=False, soft_wrap=True)
+        render("Module outputs against the original, in execution order", report.localisation_table(loc))
+    for p in run.parity:
+        if p.gating and not p.passed:
+            err.print(f"[bold red]parity failed[/] for {p.backend} {p.precision}; the artefacts are kept",
+                      highlight=False, soft_wrap=True)
 
 
-def show_parity(parity, path: Path) -> None:
-    verdict = "passed" if parity.passed else "FAILED"
-    render(f"Parity of {parity.backend} ({parity.precision}) vs PyTorch fp32: {verdict} "
-           f"(atol {parity.tolerance.atol:g}, rtol {parity.tolerance.rtol:g})", report.parity_table(parity))
-    if not parity.passed:
-        err.print(f"[bold red]parity failed[/]; the exported file is kept at {path}", highlight=False, soft_wrap=True)
+def finish(run, as_json: bool, junit: Path | None) -> None:
+    """Render or print ``run``, write the JUnit report, and exit 1 when a gating check failed."""
+    if junit:
+        report.write_junit(junit, run)
+    if as_json:
+        emit_json(run)
+    else:
+        show_deployment(run)
+    if not run.passed:
+        raise typer.Exit(CHECK_FAILED)
 
 
 @app.command()
 @handled
 def export(
     checkpoint: CheckpointArg,
-    target: Annotated[Target, typer.Option(help="Export target.")] = Target.onnx,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file (default: beside CKPT).")] = None,
+    target: Annotated[str, typer.Option(help="Targets: onnx, openvino, trt, comma-separated, or all.")] = "onnx",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="The ONNX file; the other artefacts are "
+                                                "named after it (default: beside CKPT).")] = None,
     imgsz: ImgszOpt = None,
     batch: Annotated[int, typer.Option(min=1, help="Batch size of the static export.")] = 1,
     dynamic: Annotated[bool, typer.Option(help="Symbolic batch axis (spatial axes stay static).")] = False,
+    half: Annotated[bool, typer.Option(help="fp16: a mixed-precision ONNX, FP16 OpenVINO weights, a TensorRT "
+                                       "fp16 engine.")] = False,
     opset: Annotated[int, typer.Option(min=7, help="ONNX opset.")] = 18,
     simplify: Annotated[bool, typer.Option(help="Simplify with onnxsim (onnxslim as fallback).")] = True,
     rewrite: Annotated[bool, typer.Option(help="Apply the verified static rewrites before exporting.")] = True,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing output.")] = False,
+    ov_device: OvDeviceOpt = "CPU",
+    workspace: Annotated[float, typer.Option(min=0.1, help="TensorRT builder workspace, GiB.")] = 4.0,
+    max_batch: Annotated[int, typer.Option(min=1, help="TensorRT profile's largest batch (--dynamic).")] = 16,
+    timing_cache: Annotated[Path | None, typer.Option(help="TensorRT timing cache file (read and updated).")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite existing outputs.")] = False,
     plugin: PluginOpt = None,
     trust_checkpoint: TrustOpt = False,
     yaml: YamlOpt = None,
     atol: AtolOpt = None,
     rtol: RtolOpt = None,
     noise_factor: NoiseOpt = None,
+    tol: TolOpt = None,
+    det_conf: DetConfOpt = 0.25,
+    junit: JunitOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Rewrite and export CHECKPOINT, lint the graph, and verify it against the original PyTorch model."""
-    from .exporters import onnx
+    """Rewrite and export CHECKPOINT to each target, lint the graph, and verify every artefact against the original."""
+    from . import pipeline
+    from .exporters import onnx, tensorrt
+    from .parity import Detections
 
+    targets = parse_targets(target)
     size = parse_imgsz(imgsz) if imgsz else None
+    chosen = tolerances(atol, rtol, noise_factor, tol)
     output = output or checkpoint.with_suffix(".onnx")
-    check_writable(output, force)
+    trt = tensorrt.TensorRTOptions(workspace_gib=workspace, max_batch=max_batch, timing_cache=timing_cache,
+                                   precision="fp32")
+    plan = pipeline.Plan(targets, output, onnx.OnnxOptions(batch=batch, dynamic=dynamic, opset=opset,
+                                                           simplify=simplify, force=force),
+                         half, rewrite, ov_device, trt, chosen, Detections(conf=det_conf))
+    for path in plan.outputs():
+        check_writable(path, force)
     loaded = load_checkpoint(checkpoint, plugin, trust_checkpoint, yaml)
-    options = onnx.OnnxOptions(size or loaded.imgsz or (640, 640), batch, dynamic, opset, simplify, force)
-    loaded.check_input(options.imgsz, batch)
-    checked = export_checked(loaded, output, options, target.value if rewrite else None, atol, rtol, noise_factor)
-    if as_json:
-        emit_json(checked)
-    else:
-        show_checked(checked)
-        out.print(f"Exported {checked.export.path}")
-    if not checked.passed:
-        raise typer.Exit(CHECK_FAILED)
+    plan.onnx.imgsz = size or loaded.imgsz or (640, 640)
+    loaded.check_input(plan.onnx.imgsz, batch)
+    finish(pipeline.deploy(loaded, plan, step), as_json, junit)
 
 
 @app.command("rewrite")
@@ -300,26 +325,34 @@ def lint_command(
 @app.command()
 @handled
 def verify(
-    exported: Annotated[Path, typer.Argument(help="An exported model (.onnx).")],
+    exported: Annotated[Path, typer.Argument(help="An exported model: .onnx, an OpenVINO directory or .xml, "
+                                             "a TensorRT .engine.")],
     ref: Annotated[Path, typer.Option("--ref", help="The original checkpoint: the reference.")],
+    ov_device: OvDeviceOpt = "CPU",
     plugin: PluginOpt = None,
     trust_checkpoint: TrustOpt = False,
     yaml: YamlOpt = None,
     atol: AtolOpt = None,
     rtol: RtolOpt = None,
     noise_factor: NoiseOpt = None,
-    threads: ThreadsOpt = None,
+    tol: TolOpt = None,
+    det_conf: DetConfOpt = 0.25,
+    junit: JunitOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check that EXPORTED computes what the original PyTorch checkpoint computes."""
+    """Check that EXPORTED computes what the original PyTorch checkpoint computes; localise a failure."""
+    from . import pipeline
+    from .exporters import ExportResult, backend_of, onnx
+    from .parity import Detections
+
+    chosen = tolerances(atol, rtol, noise_factor, tol)
+    if not exported.exists():
+        raise AttnDeployError(f"{exported} does not exist")
     loaded = load_checkpoint(ref, plugin, trust_checkpoint, yaml)
-    parity = verify_file(exported, loaded, atol, rtol, noise_factor, threads)
-    if as_json:
-        emit_json(parity)
-    else:
-        show_parity(parity, exported)
-    if not parity.passed:
-        raise typer.Exit(CHECK_FAILED)
+    plan = pipeline.Plan([], exported, onnx.OnnxOptions(), ov_device=ov_device, tolerances=chosen,
+                         detections=Detections(conf=det_conf))
+    run = pipeline.Deployment(None, [ExportResult(exported, backend_of(exported))])
+    finish(pipeline.check(loaded, run, plan, step=step), as_json, junit)
 
 
 def run_bench(path: Path, batch: int | None, threads: int | None, warmup: int, iters: int):
@@ -377,7 +410,8 @@ def demo(
     iters: Annotated[int, typer.Option(min=1, help="Timed benchmark iterations.")] = 30,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build a seeded YOLOv8n-CGA, save it as best.pt, export, verify, benchmark, and write a report."""
+    """Build a seeded YOLOv8n-CGA, save it as best.pt, export to ONNX and OpenVINO, verify, benchmark, report."""
+    from . import pipeline
     from .checkpoint import save_checkpoint
     from .exporters import onnx
     from .models.detector import build_detector
@@ -386,16 +420,17 @@ def demo(
     with step("Building YOLOv8n-CGA from yolov8-cga.yaml (seed 0) and saving it as an ultralytics best.pt"):
         checkpoint = save_checkpoint(build_detector("cga"), output_dir / "artifacts" / "yolov8n-cga.pt")
     loaded = load_checkpoint(checkpoint, None, False, None)
-    checked = export_checked(loaded, checkpoint.with_suffix(".onnx"), onnx.OnnxOptions(force=True), "onnx")
-    timing = run_bench(checked.export.path, None, None, 10, iters)
-    summary = report.write_demo_report(output_dir, checked, timing, time.perf_counter() - started)
+    plan = pipeline.Plan(["onnx", "openvino"], checkpoint.with_suffix(".onnx"), onnx.OnnxOptions(force=True))
+    run = pipeline.deploy(loaded, plan, step)
+    timing = run_bench(run.exports[0].path, None, None, 10, iters)
+    summary = report.write_demo_report(output_dir, run, timing, time.perf_counter() - started)
     if as_json:
         emit_json(summary)
     else:
-        show_checked(checked)
+        show_deployment(run)
         render("onnxruntime CPU latency", report.bench_table([timing]))
         out.print(f"Report written to {output_dir / 'report.md'} and {output_dir / 'report.json'}")
-    if not checked.passed:
+    if not run.passed:
         raise typer.Exit(CHECK_FAILED)
 
 

@@ -116,42 +116,102 @@ def write_markdown(path: Path, title: str, sections: dict[str, str]) -> Path:
     return write_atomic(Path(path), lambda tmp: tmp.write_text(f"# {title}\n\n{body}\n"))
 
 
-@dataclasses.dataclass
-class Checked:
-    """One export and the checks on it: what was rewritten (None without rewriting), lint, parity."""
-
-    rewrite: Any
-    export: Any
-    lint: Any
-    parity: ParityReport
-
-    @property
-    def passed(self) -> bool:
-        return self.parity.passed and self.lint.passed
+def _fmt(value: float | None, spec: str = ".3g") -> str:
+    return "-" if value is None else format(value, spec)
 
 
-def write_demo_report(directory: Path, run: Checked, timing: BenchResult, seconds: float) -> dict:
-    """``report.json`` and ``report.md`` for ``attn-deploy demo``; returns what the JSON holds."""
+def _row_name(report: ParityReport) -> str:
+    return f"{report.backend} ({report.label})" if report.label else report.backend
+
+
+def _worst_detection(report: ParityReport, name: str) -> float | None:
+    values = [getattr(d, name) for d in report.detections if getattr(d, name) is not None]
+    return min(values) if values else None
+
+
+def summary_row(report: ParityReport) -> dict:
+    """One parity report as the figures of one table row: the worst over its inputs."""
+    r = report.results
+    verdict = ("pass" if report.passed else "FAIL") + ("" if report.gating else " (not gating)")
+    return {
+        "backend": _row_name(report), "precision": report.precision, "max abs": _fmt(max(x.max_abs for x in r)),
+        "max rel": _fmt(max(x.max_rel for x in r)), "cosine": _fmt(min(x.cosine for x in r), ".7f"),
+        "NaN/Inf": f"{sum(x.nan for x in r)}/{sum(x.inf for x in r)}",
+        "det recall": _fmt(_worst_detection(report, "recall"), ".4f"),
+        "det precision": _fmt(_worst_detection(report, "precision"), ".4f"),
+        "max score diff": _fmt(max((d.max_score_diff for d in report.detections), default=None)),
+        "atol/rtol": f"{report.tolerance.atol:g}/{report.tolerance.rtol:g}", "result": verdict,
+    }
+
+
+def summary_table(reports: list[ParityReport]) -> Table:
+    rows = [summary_row(r) for r in reports]
+    return (list(rows[0]) if rows else []), [list(r.values()) for r in rows]
+
+
+def localisation_table(localisation) -> Table:
+    headers = ["module", "max abs", "bound", "departs"]
+    return headers, [[x.path, _fmt(x.max_abs), _fmt(x.bound), "YES" if x.departs else "no"]
+                     for x in localisation.layers]
+
+
+def write_demo_report(directory: Path, run, timing: BenchResult, seconds: float) -> dict:
+    """``report.json`` and ``report.md`` for ``attn-deploy demo`` (``run``: a ``pipeline.Deployment``)."""
     summary = {
         "model": "yolov8n-cga (LocalWindowAttention / Cascaded Group Attention at P5), seed 0",
         **{f.name: getattr(run, f.name) for f in dataclasses.fields(run)},
+        "passed": run.passed,
         "latency": timing,
         "wall_seconds": round(seconds, 2),
         "machine": machine(),
     }
     write_json(directory / "report.json", summary)
-    parity, lint = run.parity, run.lint
-    write_markdown(directory / "report.md", "attn-deploy demo: YOLOv8n-CGA", {
-        "Rewrites": markdown_table(rewrite_table(run.rewrite)),
-        "Export": f"`{run.export.path}` ({run.export.target}); notes: {'; '.join(run.export.notes) or 'none'}",
-        f"Lint for {lint.target}: {'passed' if lint.passed else 'FAILED'}": (
-            markdown_table(lint_table(lint)) if lint.findings else "No findings."),
-        f"Parity against PyTorch fp32: {'passed' if parity.passed else 'FAILED'}": (
-            f"Tolerance atol {parity.tolerance.atol:g}, rtol {parity.tolerance.rtol:g}.\n\n"
-            + markdown_table(parity_table(parity))
-        ),
-        "onnxruntime CPU latency": markdown_table(bench_table([timing])),
-        "Machine": "\n".join(f"- {k}: {v}" for k, v in summary["machine"].items()),
-        "Wall time": f"{seconds:.1f} s",
-    })
+    sections = {"Rewrites": markdown_table(rewrite_table(run.rewrite)),
+                "Exports": "\n".join(f"- `{e.path}` ({e.target}); notes: {'; '.join(e.notes) or 'none'}"
+                                     for e in run.exports)}
+    for lint in run.lint:
+        sections[f"Lint for {lint.target}: {'passed' if lint.passed else 'FAILED'}"] = (
+            markdown_table(lint_table(lint)) if lint.findings else "No findings.")
+    sections[f"Parity against PyTorch fp32: {'passed' if run.passed else 'FAILED'}"] = "\n\n".join(
+        [markdown_table(summary_table(run.parity))] + [markdown_table(parity_table(p)) for p in run.parity])
+    sections["onnxruntime CPU latency"] = markdown_table(bench_table([timing]))
+    sections["Machine"] = "\n".join(f"- {k}: {v}" for k, v in summary["machine"].items())
+    sections["Wall time"] = f"{seconds:.1f} s"
+    write_markdown(directory / "report.md", "attn-deploy demo: YOLOv8n-CGA", sections)
     return summary
+
+
+def junit_xml(run) -> str:
+    """A JUnit XML report of a ``pipeline.Deployment``: one test case per lint and per parity row."""
+    from xml.etree import ElementTree as ET
+
+    suite = ET.Element("testsuite", name="attn-deploy")
+    for lint in run.lint:
+        case = ET.SubElement(suite, "testcase", classname="attn-deploy.lint", name=f"lint {lint.target}")
+        if not lint.passed:
+            ET.SubElement(case, "failure", message=f"{len(lint.findings)} findings").text = "\n".join(
+                f"{f.check}: {f.detail}" for f in lint.findings)
+    for report in run.parity:
+        row = summary_row(report)
+        case = ET.SubElement(suite, "testcase", classname="attn-deploy.parity",
+                             name=f"parity {row['backend']} {report.precision}")
+        detail = ", ".join(f"{k} {v}" for k, v in row.items() if k not in ("backend", "precision", "result"))
+        if not report.passed:
+            kind = "failure" if report.gating else "skipped"
+            ET.SubElement(case, kind, message=f"parity failed ({row['result']})").text = (
+                detail + _localised(run, report))
+        else:
+            ET.SubElement(case, "system-out").text = detail
+    suite.set("tests", str(len(suite)))
+    suite.set("failures", str(len(suite.findall("testcase/failure"))))
+    suite.set("skipped", str(len(suite.findall("testcase/skipped"))))
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True)
+
+
+def _localised(run, report: ParityReport) -> str:
+    found = [loc.first for loc in run.localisations if loc.backend == report.backend and loc.first]
+    return f"\nfirst departing module: {found[0]}" if found else ""
+
+
+def write_junit(path: Path, run) -> Path:
+    return write_atomic(Path(path), lambda tmp: tmp.write_text(junit_xml(run)))

@@ -1,41 +1,145 @@
 """Backends: each file exports an artefact and runs it through the same ``Runner`` interface."""
 
 import ast
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import AttnDeployError
 
 
-def open_runner(path: Path, threads: int | None = None):
-    """The runner for an exported artefact, chosen by its file type."""
+@dataclass
+class ExportResult:
+    """An artefact written by a backend's ``export``, and what the user should know about it."""
+
+    path: Path
+    target: str
+    notes: list[str] = field(default_factory=list)
+
+
+def backend_of(path: Path) -> str:
+    """``onnx``, ``openvino`` or ``trt``, from the artefact's file type."""
+    if path.suffix == ".onnx":
+        return "onnx"
+    if path.suffix == ".xml" or (path.is_dir() and any(path.glob("*.xml"))):
+        return "openvino"
+    if path.suffix == ".engine":
+        return "trt"
+    raise AttnDeployError(f"{path}: unsupported model type {path.suffix or '(directory)'}; expected a .onnx file, "
+                          "an OpenVINO model directory or .xml, or a TensorRT .engine")
+
+
+def open_runner(path: Path, threads: int | None = None, ov_device: str = "CPU", ov_precision: str | None = "fp32"):
+    """The runner for an exported artefact, chosen by its file type.
+
+    ``ov_precision`` is OpenVINO's inference precision: "fp32" sets the f32 hint, None keeps the device default.
+    """
     path = Path(path)
     if not path.exists():
         raise AttnDeployError(f"{path} does not exist")
-    if path.suffix == ".onnx":
+    backend = backend_of(path)
+    if backend == "onnx":
         from . import onnx
 
         return onnx.Runner(path, threads=threads)
-    raise AttnDeployError(f"{path}: unsupported model type {path.suffix or '(none)'}; expected a .onnx file")
+    if backend == "openvino":
+        from . import openvino
+
+        return openvino.Runner(path, ov_device, ov_precision, threads)
+    from . import tensorrt
+
+    return tensorrt.Runner(path)
 
 
-def verify_export(path: Path, loaded, tolerance=None, threads: int | None = None, semantics: str = "eager"):
+def verify_export(path: Path, loaded, tolerances: dict | None = None, threads: int | None = None,
+                  semantics: str = "eager", detections=None, ov_device: str = "CPU", ov_precision: str | None = "fp32"):
     """Parity of the exported ``path`` against the original model, at the artefact's own input shape.
 
     ``semantics`` is the rewrite report's ``reference``: ``true-shift`` where eager PyTorch's in-place
-    shifts cannot be trusted.
+    shifts cannot be trusted. ``tolerances`` maps precisions to tolerances (default ``parity.TOLERANCES``);
+    the artefact's precision picks one.
     """
     from .. import parity
     from . import torch as torch_backend
 
-    candidate = open_runner(path, threads=threads)
+    candidate = open_runner(path, threads, ov_device, ov_precision)
     batch, imgsz = input_geometry(candidate)
     inputs = parity.parity_inputs(imgsz, batch)
     reference = torch_backend.Runner(loaded.model, semantics=semantics)
     exact = torch_backend.Runner(loaded.model, precision="fp64", semantics=semantics)
     try:
-        return parity.verify(reference, candidate, inputs, tolerance, exact=exact)
+        tolerance = (tolerances or parity.TOLERANCES)[candidate.precision]
+        return parity.verify(reference, candidate, inputs, tolerance, exact=exact,
+                             detections=detections or parity.Detections())
     finally:
         candidate.close()
+
+
+def probe_source(path: Path) -> Path:
+    """The ONNX file an artefact was built from: itself, or the same-stem ``.onnx`` beside it."""
+    if path.suffix == ".onnx":
+        return path
+    stem = path.name.removesuffix("_openvino_model") if path.is_dir() else path.stem
+    source = path.with_name(f"{stem}.onnx")
+    if not source.exists():
+        raise AttnDeployError(f"cannot localise {path}: the ONNX it was built from ({source.name}) is not beside it")
+    return source
+
+
+def _probe_runner(path: Path, probe_onnx: Path, workdir: Path, ov_device: str, ov_precision: str | None):
+    """A runner of the same backend and precision as ``path``, built from ``probe_onnx`` (extra outputs)."""
+    backend = backend_of(path)
+    if backend == "onnx":
+        return open_runner(probe_onnx)
+    if backend == "openvino":
+        from . import openvino
+
+        half = open_runner(path, ov_device=ov_device, ov_precision=ov_precision).precision == "fp16"
+        built = openvino.export(probe_onnx, workdir / "probe_openvino_model", openvino.OpenVINOOptions(half=half))
+        return open_runner(built.path, ov_device=ov_device, ov_precision=ov_precision)
+    from . import tensorrt
+
+    engine = tensorrt.Runner(path)
+    options = tensorrt.TensorRTOptions(precision=engine.precision)
+    engine.close()
+    built = tensorrt.export(probe_onnx, workdir / "probe.engine", options, tensorrt.read_header(path)[1])
+    return tensorrt.Runner(built.path)
+
+
+def localise_export(path: Path, loaded, input_name: str, tolerance, semantics: str = "eager",
+                    ov_device: str = "CPU", ov_precision: str | None = "fp32"):
+    """Expose every YOLO block's and attention module's output in ``path``'s graph; name the first that departs."""
+    import tempfile
+
+    import onnx as onnx_lib
+
+    from .. import parity
+    from ..models import ZOO
+    from . import onnx, torch as torch_backend
+
+    path = Path(path)
+    source = onnx_lib.load(str(probe_source(path)))
+    zoo_types = tuple({e.module for e in ZOO.values()})
+    paths = [name for name, m in loaded.model.named_modules()
+             if name.count(".") == 1 and name.startswith("model.") or isinstance(m, zoo_types)]
+    tensors = onnx.module_outputs(source, paths)
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "probe.onnx"
+        onnx_lib.save(onnx.with_outputs(source, list(tensors.values())), probe)
+        runner = _probe_runner(path, probe, Path(tmp), ov_device, ov_precision)
+        batch, imgsz = input_geometry(runner)
+        x = parity.parity_inputs(imgsz, batch)[input_name]
+        outputs = dict(zip([o.name for o in _graph_outputs(probe)], runner.run([x])))
+        backend = runner.backend
+        runner.close()
+    reference = torch_backend.module_outputs(loaded.model, x, paths, semantics)
+    candidate = {p: outputs[t] for p, t in tensors.items() if t in outputs}
+    return parity.localise(backend, input_name, reference, candidate, tolerance)
+
+
+def _graph_outputs(onnx_path: Path):
+    import onnx as onnx_lib
+
+    return onnx_lib.load(str(onnx_path), load_external_data=False).graph.output
 
 
 def input_geometry(runner) -> tuple[int, tuple[int, int]]:

@@ -15,7 +15,7 @@ import re
 import sys
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from torch import nn
 from ..checkpoint import LoadedModel
 from ..errors import AttnDeployError
 from ..files import check_writable, write_atomic
+from . import ExportResult
 
 INPUT_NAME, OUTPUT_NAME = "images", "output0"
 MAX_IR_VERSION = 10  # what the onnxruntime releases in use read, as ultralytics caps it
@@ -38,13 +39,6 @@ class OnnxOptions:
     opset: int = 18
     simplify: bool = True
     force: bool = False
-
-
-@dataclass
-class ExportResult:
-    path: Path
-    target: str
-    notes: list[str] = field(default_factory=list)
 
 
 def _export_copy(model: nn.Module, dynamic: bool) -> nn.Module:
@@ -212,6 +206,71 @@ def metadata(loaded: LoadedModel, options: OnnxOptions) -> dict:
     }
 
 
+def with_outputs(model_onnx, names: list[str]):
+    """A copy of ``model_onnx`` that also outputs the tensors ``names`` (typed by shape inference)."""
+    import onnx
+
+    inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model_onnx).graph.value_info}
+    present = {o.name for o in model_onnx.graph.output}
+    probed = onnx.ModelProto()
+    probed.CopyFrom(model_onnx)
+    probed.graph.output.extend(inferred[n] for n in dict.fromkeys(names) if n in inferred and n not in present)
+    return probed
+
+
+def _scope(node_name: str) -> str:
+    """``/model.10/attn/qkvs.0/Conv`` -> ``model.10.attn.qkvs.0``: the module path torch's exporter recorded."""
+    return node_name.rsplit("/", 1)[0].strip("/").replace("/", ".") if "/" in node_name else ""
+
+
+def _node_scopes(graph) -> dict[str, str]:
+    """Each node's module path; a node the simplifier created without one takes its first input's producer's."""
+    scopes, produced_in = {}, {}
+    for node in graph.node:  # topologically sorted, so producers come first
+        scope = _scope(node.name) or next((produced_in[i] for i in node.input if i in produced_in), "")
+        scopes[node.name] = scope
+        produced_in.update(dict.fromkeys(node.output, scope))
+    return scopes
+
+
+def _inside(scope: str, path: str) -> bool:
+    return scope == path or scope.startswith(path + ".")
+
+
+def module_outputs(model_onnx, paths: list[str]) -> dict[str, str]:
+    """For each module path, the tensor its nodes compute and pass on (to a node outside it, or out of the graph).
+
+    Modules whose nodes pass on no tensor, or several, are left out: their output cannot be told apart.
+    """
+    graph = model_onnx.graph
+    scopes = _node_scopes(graph)
+    consumers: dict[str, list[str]] = collections.defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            consumers[name].append(scopes[node.name])
+    graph_outputs = {o.name for o in graph.output}
+    found = {}
+    for path in paths:
+        passed_on = {out for node in graph.node if node.op_type != "Constant" and _inside(scopes[node.name], path)
+                     for out in node.output
+                     if out in graph_outputs or any(not _inside(c, path) for c in consumers[out])}
+        if len(passed_on) == 1:
+            found[path] = passed_on.pop()
+    return found
+
+
+def read_metadata(path: Path) -> dict:
+    """The ultralytics metadata of an ONNX file, with its literal values (sizes, names, args) parsed."""
+    import ast
+
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props
+             if not p.key.startswith("onnxsim.")}  # onnxsim records its own settings there
+    literal = {"stride", "batch", "imgsz", "names", "args", "channels", "end2end"}
+    return {k: ast.literal_eval(v) if k in literal else v for k, v in props.items()}
+
+
 def export(loaded: LoadedModel, output: Path, options: OnnxOptions) -> ExportResult:
     """Export ``loaded`` to ``output`` (static shape unless ``options.dynamic``), written atomically."""
     import onnx
@@ -256,7 +315,8 @@ class Runner:
         except Exception as e:
             raise AttnDeployError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0][:300]}") from e
         self.input = self.session.get_inputs()[0]
-        self.precision = "fp16" if self.input.type == "tensor(float16)" else "fp32"
+        half = "'half': True" in self.metadata.get("args", "")  # a mixed-precision file keeps fp32 inputs
+        self.precision = "fp16" if half or self.input.type == "tensor(float16)" else "fp32"
         self.version = ort.__version__
 
     @property
@@ -272,7 +332,7 @@ class Runner:
         fixed = [d for d in self.input.shape]
         if len(fixed) != x.ndim or any(isinstance(d, int) and d != s for d, s in zip(fixed, x.shape)):
             raise AttnDeployError(f"input of shape {tuple(x.shape)} does not fit the model's input {fixed}")
-        dtype = np.float16 if self.precision == "fp16" else np.float32
+        dtype = np.float16 if self.input.type == "tensor(float16)" else np.float32
         return self.session.run(None, {self.input.name: x.astype(dtype, copy=False)})
 
     def close(self) -> None:

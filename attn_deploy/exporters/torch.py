@@ -37,3 +37,28 @@ class Runner:
 
     def close(self) -> None:
         self.model = None
+
+
+def module_outputs(model: nn.Module, x: np.ndarray, paths: list[str], semantics: str = "eager") -> dict[str, np.ndarray]:
+    """The output (first tensor) of each module in ``paths``, in the order the modules finish computing."""
+    from ..rewrite import TrueShifts
+
+    outputs, hooks = {}, []
+    modules = dict(model.named_modules())
+
+    def keep(path: str):
+        def hook(module, args, output) -> None:
+            first = output[0] if isinstance(output, (tuple, list)) else output
+            outputs.setdefault(path, first.detach().float().numpy())
+
+        return hook
+
+    for path in paths:
+        hooks.append(modules[path].register_forward_hook(keep(path)))
+    try:
+        with torch.no_grad(), TrueShifts() if semantics == "true-shift" else contextlib.nullcontext():
+            model(torch.from_numpy(x))
+    finally:
+        for h in hooks:
+            h.remove()
+    return outputs

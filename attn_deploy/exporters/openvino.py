@@ -1,0 +1,130 @@
+"""OpenVINO: convert an exported ONNX file to IR (.xml/.bin) that ultralytics predicts with, and run it.
+
+The IR goes in ``<stem>_openvino_model/`` with the ``metadata.yaml`` that ultralytics' OpenVINO backend
+reads, so ``ultralytics.YOLO("<stem>_openvino_model/")`` works on it. FP16 compresses the weights; the
+device still computes at its inference precision.
+
+The CPU plugin computes in bf16 by default on CPUs with AVX512-BF16 or AMX, and users who never set a
+hint get that. ``Runner(precision="fp32")`` sets the f32 inference-precision hint (parity runs so);
+``Runner(precision=None)`` keeps the device's default, whose error parity reports separately.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ..errors import AttnDeployError
+from ..files import check_writable, write_dir_atomic
+from . import ExportResult
+
+# ov.Type names as precision names; the parity tolerances are keyed by the latter
+PRECISIONS = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "i8": "int8", "u8": "int8"}
+
+
+@dataclass
+class OpenVINOOptions:
+    half: bool = False  # FP16-compressed weights
+    force: bool = False
+
+
+def model_dir(onnx_path: Path) -> Path:
+    """Where ultralytics looks for an OpenVINO export of ``onnx_path``."""
+    return onnx_path.with_name(f"{onnx_path.stem}_openvino_model")
+
+
+def export(onnx_path: Path, output: Path, options: OpenVINOOptions) -> ExportResult:
+    """Convert ``onnx_path`` to IR in the directory ``output``, with ultralytics' ``metadata.yaml``; atomic."""
+    import openvino as ov
+
+    from .onnx import read_metadata
+
+    check_writable(output, options.force)
+    try:
+        model = ov.convert_model(str(onnx_path))
+    except Exception as e:
+        raise AttnDeployError(f"OpenVINO cannot convert {onnx_path}: {str(e).splitlines()[0][:300]}") from e
+    metadata = read_metadata(onnx_path)
+    metadata["args"] = {**metadata.get("args", {}), "half": options.half}
+
+    def write(directory: Path) -> None:
+        ov.save_model(model, directory / f"{output.name.removesuffix('_openvino_model')}.xml",
+                      compress_to_fp16=options.half)
+        (directory / "metadata.yaml").write_text(yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True))
+
+    write_dir_atomic(output, write)
+    return ExportResult(output, "openvino", [f"weights {'FP16' if options.half else 'FP32'}"])
+
+
+def _xml(path: Path) -> Path:
+    if path.is_dir():
+        found = sorted(path.glob("*.xml"))
+        if not found:
+            raise AttnDeployError(f"{path} holds no OpenVINO .xml model")
+        return found[0]
+    return path
+
+
+def _has_fp16_weights(model) -> bool:
+    import openvino as ov
+
+    return any(op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.f16 for op in model.get_ops())
+
+
+class Runner:
+    """Runs an OpenVINO IR on ``device`` at ``precision`` ("fp32": the f32 hint; None: the device's default)."""
+
+    backend = "openvino"
+
+    def __init__(self, path: Path, device: str = "CPU", precision: str | None = "fp32", threads: int | None = None):
+        import openvino as ov
+
+        self.xml = _xml(Path(path))
+        core = ov.Core()
+        if device.split(".")[0] not in {d.split(".")[0] for d in core.available_devices} | {"AUTO"}:
+            raise AttnDeployError(f"OpenVINO device {device} is not available here; available: "
+                                  f"{', '.join(core.available_devices)}")
+        self.model = core.read_model(self.xml)
+        config = {"INFERENCE_PRECISION_HINT": "f32"} if precision == "fp32" else {}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            self.compiled = core.compile_model(self.model, device, config)
+        except Exception as e:
+            raise AttnDeployError(f"OpenVINO cannot compile {self.xml} for {device}: {str(e).splitlines()[0]}") from e
+        self.device = device
+        self.inference_precision = self._inference_precision()
+        self.precision = "fp16" if _has_fp16_weights(self.model) and self.inference_precision == "fp32" else (
+            self.inference_precision)
+        self.version = ov.get_version()
+
+    def _inference_precision(self) -> str:
+        try:
+            hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        except RuntimeError:  # devices that do not report it compute at the model's precision
+            return "fp32"
+        return PRECISIONS.get(hint.get_type_name(), hint.get_type_name())
+
+    @property
+    def input_shape(self) -> list:
+        return [d.get_length() if d.is_static else "batch" for d in self.model.input().get_partial_shape()]
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        sidecar = self.xml.parent / "metadata.yaml"
+        data = yaml.safe_load(sidecar.read_text()) if sidecar.exists() else {}
+        return {k: str(v) for k, v in (data or {}).items()}
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        import openvino as ov
+
+        x = inputs[0].astype(np.float32, copy=False)
+        shape = self.model.input().get_partial_shape()
+        if not shape.compatible(ov.PartialShape(list(x.shape))):
+            raise AttnDeployError(f"input of shape {tuple(x.shape)} does not fit the model's input {shape}")
+        results = self.compiled(x)
+        return [np.asarray(results[out]) for out in self.compiled.outputs]
+
+    def close(self) -> None:
+        self.compiled = self.model = None
