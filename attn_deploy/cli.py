@@ -205,10 +205,11 @@ def show_deployment(run) -> None:
         err.print(f"  {export.target}: {export.path}" + "".join(f"; {n}" for n in export.notes), highlight=False)
     verdict = "passed" if run.passed else "FAILED"
     render(f"Parity against the original PyTorch model (fp32): {verdict}", report.summary_table(run.parity))
-    for loc in run.localisations:
-        out.print(f"Localisation ({loc.backend}, {loc.input}): first departing module "
-                  f"{loc.first or 'none of the compared modules'}", highlight=False, soft_wrap=True)
-        render("Module outputs against the original, in execution order", report.localisation_table(loc))
+    for p in run.parity:
+        if loc := p.localisation:
+            out.print(f"Localisation ({p.backend} {p.precision}, {loc.input}): first departing module "
+                      f"{loc.first or 'none of the compared modules'}", highlight=False, soft_wrap=True)
+            render("Module outputs against the original, in execution order", report.localisation_table(loc))
     for p in run.parity:
         if p.gating and not p.passed:
             err.print(f"[bold red]parity failed[/] for {p.backend} {p.precision}; the artefacts are kept",
@@ -346,12 +347,10 @@ def verify(
     from .parity import Detections
 
     chosen = tolerances(atol, rtol, noise_factor, tol)
-    if not exported.exists():
-        raise AttnDeployError(f"{exported} does not exist")
+    run = pipeline.Deployment(None, [ExportResult(exported, backend_of(exported))])
     loaded = load_checkpoint(ref, plugin, trust_checkpoint, yaml)
     plan = pipeline.Plan([], exported, onnx.OnnxOptions(), ov_device=ov_device, tolerances=chosen,
                          detections=Detections(conf=det_conf))
-    run = pipeline.Deployment(None, [ExportResult(exported, backend_of(exported))])
     finish(pipeline.check(loaded, run, plan, step=step), as_json, junit)
 
 

@@ -95,6 +95,7 @@ class ParityReport:
     detections: list[DetectionParity] = field(default_factory=list)
     gating: bool = True  # False for a row reported for information (a device's default precision)
     label: str = ""  # what distinguishes this row from others of the same backend and precision
+    localisation: "Localisation | None" = None  # where a failing export departs, when it was looked for
 
     @property
     def passed(self) -> bool:
@@ -117,17 +118,16 @@ class LayerParity:
 class Localisation:
     """Where an export starts to compute something else: the first module, in execution order, that departs."""
 
-    backend: str
     input: str
     first: str | None
     layers: list[LayerParity] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)  # modules whose output the exported graph does not show
 
 
-def localise(backend: str, input_name: str, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
+def localise(input_name: str, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
              tolerance: Tolerance) -> Localisation:
     """Compare module outputs in ``reference`` order; name the first beyond ``atol + rtol * max|ref|``."""
-    result = Localisation(backend, input_name, None, unmatched=[p for p in reference if p not in candidate])
+    result = Localisation(input_name, None, unmatched=[p for p in reference if p not in candidate])
     for path, ref in reference.items():
         if path not in candidate:
             continue

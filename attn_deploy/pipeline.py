@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import parity
-from .parity import Detections, Localisation, ParityReport, Tolerance, TOLERANCES
+from .parity import Detections, ParityReport, Tolerance, TOLERANCES
 from .checkpoint import LoadedModel
 from .errors import AttnDeployError
 from .exporters import ExportResult, localise_export, verify_export
@@ -58,7 +58,6 @@ class Deployment:
     exports: list[ExportResult] = field(default_factory=list)
     lint: list[LintReport] = field(default_factory=list)
     parity: list[ParityReport] = field(default_factory=list)
-    localisations: list[Localisation] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -164,5 +163,5 @@ def _check(loaded, plan: Plan, result: Deployment, export: ExportResult, ov_prec
     result.parity.append(report)
     if gating and not report.passed:
         with step(f"Localising the departure in {export.path.name}"):
-            result.localisations.append(localise_export(export.path, loaded, report.worst.input, report.tolerance,
-                                                        semantics, plan.ov_device, ov_precision))
+            report.localisation = localise_export(export.path, loaded, report.worst.input, report.tolerance,
+                                                  semantics, plan.ov_device, ov_precision)

@@ -199,7 +199,7 @@ def junit_xml(run) -> str:
         if not report.passed:
             kind = "failure" if report.gating else "skipped"
             ET.SubElement(case, kind, message=f"parity failed ({row['result']})").text = (
-                detail + _localised(run, report))
+                detail + _localised(report))
         else:
             ET.SubElement(case, "system-out").text = detail
     suite.set("tests", str(len(suite)))
@@ -208,9 +208,9 @@ def junit_xml(run) -> str:
     return ET.tostring(suite, encoding="unicode", xml_declaration=True)
 
 
-def _localised(run, report: ParityReport) -> str:
-    found = [loc.first for loc in run.localisations if loc.backend == report.backend and loc.first]
-    return f"\nfirst departing module: {found[0]}" if found else ""
+def _localised(report: ParityReport) -> str:
+    first = report.localisation.first if report.localisation else None
+    return f"\nfirst departing module: {first}" if first else ""
 
 
 def write_junit(path: Path, run) -> Path:

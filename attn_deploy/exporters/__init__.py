@@ -18,6 +18,8 @@ class ExportResult:
 
 def backend_of(path: Path) -> str:
     """``onnx``, ``openvino`` or ``trt``, from the artefact's file type."""
+    if not path.exists():
+        raise AttnDeployError(f"{path} does not exist")
     if path.suffix == ".onnx":
         return "onnx"
     if path.suffix == ".xml" or (path.is_dir() and any(path.glob("*.xml"))):
@@ -34,8 +36,6 @@ def open_runner(path: Path, threads: int | None = None, ov_device: str = "CPU", 
     ``ov_precision`` is OpenVINO's inference precision: "fp32" sets the f32 hint, None keeps the device default.
     """
     path = Path(path)
-    if not path.exists():
-        raise AttnDeployError(f"{path} does not exist")
     backend = backend_of(path)
     if backend == "onnx":
         from . import onnx
@@ -75,10 +75,16 @@ def verify_export(path: Path, loaded, tolerances: dict | None = None, threads: i
 
 
 def probe_source(path: Path) -> Path:
-    """The ONNX file an artefact was built from: itself, or the same-stem ``.onnx`` beside it."""
+    """The ONNX file an artefact was built from: itself, or the same-stem ``.onnx`` beside it (``.fp16.onnx``
+    for a TensorRT 11 fp16 engine, which is built from the mixed-precision file)."""
     if path.suffix == ".onnx":
         return path
     stem = path.name.removesuffix("_openvino_model") if path.is_dir() else path.stem
+    if path.suffix == ".engine":
+        from . import tensorrt
+
+        typed = tensorrt.strongly_typed() and tensorrt.engine_precision(tensorrt.read_header(path)[1]) == "fp16"
+        stem += ".fp16" if typed else ""
     source = path.with_name(f"{stem}.onnx")
     if not source.exists():
         raise AttnDeployError(f"cannot localise {path}: the ONNX it was built from ({source.name}) is not beside it")
@@ -93,15 +99,14 @@ def _probe_runner(path: Path, probe_onnx: Path, workdir: Path, ov_device: str, o
     if backend == "openvino":
         from . import openvino
 
-        half = open_runner(path, ov_device=ov_device, ov_precision=ov_precision).precision == "fp16"
-        built = openvino.export(probe_onnx, workdir / "probe_openvino_model", openvino.OpenVINOOptions(half=half))
+        half = openvino.OpenVINOOptions(half=openvino.half_weights(path))
+        built = openvino.export(probe_onnx, workdir / "probe_openvino_model", half)
         return open_runner(built.path, ov_device=ov_device, ov_precision=ov_precision)
     from . import tensorrt
 
-    engine = tensorrt.Runner(path)
-    options = tensorrt.TensorRTOptions(precision=engine.precision)
-    engine.close()
-    built = tensorrt.export(probe_onnx, workdir / "probe.engine", options, tensorrt.read_header(path)[1])
+    header = tensorrt.read_header(path)[1]
+    options = tensorrt.TensorRTOptions(precision=tensorrt.engine_precision(header))
+    built = tensorrt.export(probe_onnx, workdir / "probe.engine", options, header)
     return tensorrt.Runner(built.path)
 
 
@@ -123,23 +128,16 @@ def localise_export(path: Path, loaded, input_name: str, tolerance, semantics: s
              if name.count(".") == 1 and name.startswith("model.") or isinstance(m, zoo_types)]
     tensors = onnx.module_outputs(source, paths)
     with tempfile.TemporaryDirectory() as tmp:
-        probe = Path(tmp) / "probe.onnx"
-        onnx_lib.save(onnx.with_outputs(source, list(tensors.values())), probe)
+        probe, probed = Path(tmp) / "probe.onnx", onnx.with_outputs(source, list(tensors.values()))
+        onnx_lib.save(probed, probe)
         runner = _probe_runner(path, probe, Path(tmp), ov_device, ov_precision)
         batch, imgsz = input_geometry(runner)
         x = parity.parity_inputs(imgsz, batch)[input_name]
-        outputs = dict(zip([o.name for o in _graph_outputs(probe)], runner.run([x])))
-        backend = runner.backend
+        outputs = dict(zip([o.name for o in probed.graph.output], runner.run([x])))
         runner.close()
     reference = torch_backend.module_outputs(loaded.model, x, paths, semantics)
     candidate = {p: outputs[t] for p, t in tensors.items() if t in outputs}
-    return parity.localise(backend, input_name, reference, candidate, tolerance)
-
-
-def _graph_outputs(onnx_path: Path):
-    import onnx as onnx_lib
-
-    return onnx_lib.load(str(onnx_path), load_external_data=False).graph.output
+    return parity.localise(input_name, reference, candidate, tolerance)
 
 
 def input_geometry(runner) -> tuple[int, tuple[int, int]]:

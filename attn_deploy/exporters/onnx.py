@@ -5,6 +5,7 @@ failures on attention code (``aten::diag``, non-dividing adaptive pooling, fused
 engine addresses.
 """
 
+import ast
 import collections
 import contextlib
 import copy
@@ -261,8 +262,6 @@ def module_outputs(model_onnx, paths: list[str]) -> dict[str, str]:
 
 def read_metadata(path: Path) -> dict:
     """The ultralytics metadata of an ONNX file, with its literal values (sizes, names, args) parsed."""
-    import ast
-
     import onnx
 
     props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props
@@ -315,7 +314,7 @@ class Runner:
         except Exception as e:
             raise AttnDeployError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0][:300]}") from e
         self.input = self.session.get_inputs()[0]
-        half = "'half': True" in self.metadata.get("args", "")  # a mixed-precision file keeps fp32 inputs
+        half = ast.literal_eval(self.metadata.get("args", "{}")).get("half", False)  # mixed precision keeps fp32 in
         self.precision = "fp16" if half or self.input.type == "tensor(float16)" else "fp32"
         self.version = ort.__version__
 

@@ -72,6 +72,13 @@ def _has_fp16_weights(model) -> bool:
     return any(op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.f16 for op in model.get_ops())
 
 
+def half_weights(path: Path) -> bool:
+    """Whether the IR at ``path`` holds FP16-compressed weights; reads the model without compiling it."""
+    import openvino as ov
+
+    return _has_fp16_weights(ov.Core().read_model(_xml(Path(path))))
+
+
 class Runner:
     """Runs an OpenVINO IR on ``device`` at ``precision`` ("fp32": the f32 hint; None: the device's default)."""
 

@@ -128,6 +128,11 @@ def _args(metadata: dict) -> dict:
     return ast.literal_eval(args) if isinstance(args, str) else dict(args)
 
 
+def engine_precision(header: dict) -> str:
+    """The precision an engine was built at, from its metadata header."""
+    return str(_args(header).get("precision", "fp16"))
+
+
 def _engine_metadata(metadata: dict, options: TensorRTOptions) -> dict:
     args = {**_args(metadata), "batch": options.batch, "precision": options.precision, "dynamic": options.dynamic}
     return {**metadata, "batch": options.batch, "args": args}
@@ -408,7 +413,7 @@ class Runner:
         self.input = inputs[0]
         self.outputs = [n for n in names if modes[n] == trt.TensorIOMode.OUTPUT]
         self.dtypes = {n: _torch_dtype(trt, self.engine.get_tensor_dtype(n)) for n in names}
-        self.precision = str(_args(self.header).get("precision", "fp16"))
+        self.precision = engine_precision(self.header)
         self.version = trt.__version__
 
     @property

@@ -28,9 +28,7 @@ class Runner:
         self.version = torch.__version__
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        from ..rewrite import TrueShifts
-
-        with torch.no_grad(), TrueShifts() if self.semantics == "true-shift" else contextlib.nullcontext():
+        with torch.no_grad(), run_as(self.semantics):
             out = self.model(torch.from_numpy(inputs[0]).to(self.dtype))
         out = out[0] if isinstance(out, (tuple, list)) else out
         return [out.numpy()]
@@ -39,10 +37,16 @@ class Runner:
         self.model = None
 
 
-def module_outputs(model: nn.Module, x: np.ndarray, paths: list[str], semantics: str = "eager") -> dict[str, np.ndarray]:
-    """The output (first tensor) of each module in ``paths``, in the order the modules finish computing."""
+def run_as(semantics: str):
+    """The context a model runs in for ``semantics``: true shifts, or eager PyTorch as it is."""
     from ..rewrite import TrueShifts
 
+    return TrueShifts() if semantics == "true-shift" else contextlib.nullcontext()
+
+
+def module_outputs(model: nn.Module, x: np.ndarray, paths: list[str],
+                   semantics: str = "eager") -> dict[str, np.ndarray]:
+    """The output (first tensor) of each module in ``paths``, in the order the modules finish computing."""
     outputs, hooks = {}, []
     modules = dict(model.named_modules())
 
@@ -56,7 +60,7 @@ def module_outputs(model: nn.Module, x: np.ndarray, paths: list[str], semantics:
     for path in paths:
         hooks.append(modules[path].register_forward_hook(keep(path)))
     try:
-        with torch.no_grad(), TrueShifts() if semantics == "true-shift" else contextlib.nullcontext():
+        with torch.no_grad(), run_as(semantics):
             model(torch.from_numpy(x))
     finally:
         for h in hooks:
