@@ -71,7 +71,8 @@ def _side(facts: dict) -> list[str]:
 
 def tables(rows: list[dict]) -> dict[str, str]:
     summary = (["module", "plain nodes", "plain lint trt+npu", "plain parity (max abs)", "plain ms",
-                "rewritten nodes", "rewritten lint", "rewritten parity (max abs)", "rewritten ms", "ratio (paired median)"],
+                "rewritten nodes", "rewritten lint", "rewritten parity (max abs)", "rewritten ms",
+                "ratio (paired median)"],
                [[r["module"], *_side(r["plain"]), *_side(r["rewritten"]),
                  f"{r['rewritten']['ratio_to_plain']:.3f}" if "median_ms" in r["plain"] else "-"]
                 for r in rows])

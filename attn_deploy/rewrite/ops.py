@@ -1,6 +1,5 @@
 """Applying op rules: a module keeps its own code and runs with static implementations of some ops."""
 
-import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
