@@ -2,8 +2,10 @@
 
 __version__ = "0.1.0"
 
+from .accuracy import MAP_TOLERANCES, Accuracy, AccuracyCheck, evaluate  # noqa: E402
 from .bench import BenchResult, bench  # noqa: E402
 from .checkpoint import LoadedModel, load, save_checkpoint  # noqa: E402
+from .data import Split, load_split  # noqa: E402
 from .errors import AttnDeployError  # noqa: E402
 from .exporters import open_runner, verify_export  # noqa: E402
 from .exporters.onnx import OnnxOptions  # noqa: E402
@@ -15,6 +17,7 @@ from .parity import TOLERANCES, ParityReport, Tolerance, verify  # noqa: E402
 from .rewrite import RewriteReport, Rewritten, rewrite  # noqa: E402
 
 __all__ = [
+    "Accuracy", "AccuracyCheck", "MAP_TOLERANCES", "Split", "evaluate", "load_split",
     "AttnDeployError", "BenchResult", "LintReport", "LoadedModel", "OnnxOptions", "ParityReport", "RewriteReport",
     "Rewritten", "TOLERANCES", "Tolerance", "ZOO", "bench", "build_detector", "export_onnx", "lint", "load",
     "open_runner", "register", "rewrite", "save_checkpoint", "verify", "verify_export",

@@ -72,6 +72,12 @@ DetConfOpt = Annotated[float, typer.Option("--det-conf", min=0, max=1, help="Con
 OvDeviceOpt = Annotated[str, typer.Option("--ov-device", help="OpenVINO device: CPU, GPU, NPU, AUTO.")]
 JunitOpt = Annotated[Path | None, typer.Option("--junit", help="Also write the results as a JUnit XML report.")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="Intra-op threads (default: runtime's).")]
+DataOpt = Annotated[str | None, typer.Option(
+    "--data", help="Data YAML (ultralytics format) whose val split scores mAP50 and mAP50-95 for PyTorch and every "
+    "export; 'shapes' regenerates the trained fixtures' split from its seed.")]
+MapTolOpt = Annotated[list[str] | None, typer.Option(
+    "--map-tol", help="Allowed mAP50-95 drop per precision PRECISION=DROP, e.g. int8=0.03 (repeatable; defaults "
+    "fp32 0.001, fp16 and bf16 0.005, int8 0.02).")]
 
 
 def handled(command):
@@ -142,6 +148,42 @@ def tolerances(atol: float | None, rtol: float | None, noise_factor: float | Non
             raise typer.BadParameter(f"unknown precision {precision!r}; one of {', '.join(chosen)}", param_hint="--tol")
         chosen[precision] = dataclasses.replace(chosen[precision], atol=a, rtol=r)
     return chosen
+
+
+def map_tolerances(items: list[str] | None) -> dict[str, float]:
+    """The allowed mAP50-95 drop per precision: documented defaults, then --map-tol."""
+    from .accuracy import MAP_TOLERANCES
+
+    chosen = dict(MAP_TOLERANCES)
+    for item in items or []:
+        precision, _, value = item.partition("=")
+        if precision not in chosen:
+            raise typer.BadParameter(f"unknown precision {precision!r}; one of {', '.join(chosen)}",
+                                     param_hint="--map-tol")
+        try:
+            chosen[precision] = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"expected PRECISION=DROP, got {item!r}", param_hint="--map-tol") from None
+    return chosen
+
+
+@contextlib.contextmanager
+def data_yaml(value: str | None, splits: tuple[str, ...] = ("val",)):
+    """The data YAML that --data names; for 'shapes', regenerated into a directory removed afterwards."""
+    import tempfile
+
+    from . import data
+
+    if value is None:
+        yield None
+        return
+    if value != data.SHAPES:
+        yield Path(value)
+        return
+    with tempfile.TemporaryDirectory(prefix="attn-deploy-data-") as tmp:
+        with step(f"Regenerating the shapes data set ({', '.join(splits)}) from its seed"):
+            path = data.shapes_data(Path(tmp), splits)
+        yield path
 
 
 def parse_targets(value: str) -> list[str]:
@@ -247,6 +289,12 @@ def export(
     workspace: Annotated[float, typer.Option(min=0.1, help="TensorRT builder workspace, GiB.")] = 4.0,
     max_batch: Annotated[int, typer.Option(min=1, help="TensorRT profile's largest batch (--dynamic).")] = 16,
     timing_cache: Annotated[Path | None, typer.Option(help="TensorRT timing cache file (read and updated).")] = None,
+    int8: Annotated[bool, typer.Option(help="INT8 too: a Q/DQ ONNX (TensorRT 11's input), an NNCF OpenVINO IR, an "
+                                       "INT8 TensorRT engine; judged by mAP (needs --data).")] = False,
+    calib: Annotated[Path | None, typer.Option(help="INT8 calibration images: a directory, or a data YAML's train "
+                                               "split (default: --data's).")] = None,
+    data: DataOpt = None,
+    map_tol: MapTolOpt = None,
     force: Annotated[bool, typer.Option(help="Overwrite existing outputs.")] = False,
     plugin: PluginOpt = None,
     trust_checkpoint: TrustOpt = False,
@@ -272,13 +320,16 @@ def export(
                                    precision="fp32")
     plan = pipeline.Plan(targets, output, onnx.OnnxOptions(batch=batch, dynamic=dynamic, opset=opset,
                                                            simplify=simplify, force=force),
-                         half, rewrite, ov_device, trt, chosen, Detections(conf=det_conf))
+                         half, rewrite, ov_device, trt, chosen, Detections(conf=det_conf),
+                         map_tolerances=map_tolerances(map_tol), int8=int8)
     for path in plan.outputs():
         check_writable(path, force)
     loaded = load_checkpoint(checkpoint, plugin, trust_checkpoint, yaml)
     plan.onnx.imgsz = size or loaded.imgsz or (640, 640)
     loaded.check_input(plan.onnx.imgsz, batch)
-    finish(pipeline.deploy(loaded, plan, step), as_json, junit)
+    with data_yaml(data, ("train", "val") if int8 and calib is None else ("val",)) as data_path:
+        plan.data, plan.calib = data_path, calib or data_path
+        finish(pipeline.deploy(loaded, plan, step), as_json, junit)
 
 
 @app.command("rewrite")
@@ -338,10 +389,13 @@ def verify(
     noise_factor: NoiseOpt = None,
     tol: TolOpt = None,
     det_conf: DetConfOpt = 0.25,
+    data: DataOpt = None,
+    map_tol: MapTolOpt = None,
     junit: JunitOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check that EXPORTED computes what the original PyTorch checkpoint computes; localise a failure."""
+    """Check that EXPORTED computes what the original PyTorch checkpoint computes; localise a failure.
+    With --data, also score mAP50 and mAP50-95 of both on the validation split."""
     from . import pipeline
     from .exporters import ExportResult, backend_of, onnx
     from .parity import Detections
@@ -350,8 +404,9 @@ def verify(
     run = pipeline.Deployment(None, [ExportResult(exported, backend_of(exported))])
     loaded = load_checkpoint(ref, plugin, trust_checkpoint, yaml)
     plan = pipeline.Plan([], exported, onnx.OnnxOptions(), ov_device=ov_device, tolerances=chosen,
-                         detections=Detections(conf=det_conf))
-    finish(pipeline.check(loaded, run, plan, step=step), as_json, junit)
+                         detections=Detections(conf=det_conf), map_tolerances=map_tolerances(map_tol))
+    with data_yaml(data) as plan.data:
+        finish(pipeline.check(loaded, run, plan, step=step), as_json, junit)
 
 
 def run_bench(path: Path, batch: int | None, threads: int | None, warmup: int, iters: int):
@@ -409,18 +464,21 @@ def demo(
     iters: Annotated[int, typer.Option(min=1, help="Timed benchmark iterations.")] = 30,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build a seeded YOLOv8n-CGA, save it as best.pt, export to ONNX and OpenVINO, verify, benchmark, report."""
-    from . import pipeline
-    from .checkpoint import save_checkpoint
+    """Export the trained YOLOv8n-CGA fixture to ONNX and OpenVINO, verify outputs and mAP, benchmark, report."""
+    import shutil
+
+    from . import fixtures, pipeline
     from .exporters import onnx
-    from .models.detector import build_detector
 
     started = time.perf_counter()
-    with step("Building YOLOv8n-CGA from yolov8-cga.yaml (seed 0) and saving it as an ultralytics best.pt"):
-        checkpoint = save_checkpoint(build_detector("cga"), output_dir / "artifacts" / "yolov8n-cga.pt")
+    checkpoint = output_dir / "artifacts" / fixtures.checkpoint("cga").name
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(fixtures.checkpoint("cga"), checkpoint)
     loaded = load_checkpoint(checkpoint, None, False, None)
     plan = pipeline.Plan(["onnx", "openvino"], checkpoint.with_suffix(".onnx"), onnx.OnnxOptions(force=True))
-    run = pipeline.deploy(loaded, plan, step)
+    plan.onnx.imgsz = loaded.imgsz
+    with data_yaml("shapes") as plan.data:
+        run = pipeline.deploy(loaded, plan, step)
     timing = run_bench(run.exports[0].path, None, None, 10, iters)
     summary = report.write_demo_report(output_dir, run, timing, time.perf_counter() - started)
     if as_json:
@@ -431,6 +489,28 @@ def demo(
         out.print(f"Report written to {output_dir / 'report.md'} and {output_dir / 'report.json'}")
     if not run.passed:
         raise typer.Exit(CHECK_FAILED)
+
+
+@app.command("data")
+@handled
+def data_command(
+    output_dir: Annotated[Path, typer.Argument(help="Where to write the data set (replaced whole).")],
+    split: Annotated[list[str] | None, typer.Option(help="Splits to write: train, val (default both).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Generator seed (default: the fixtures' own).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing directory.")] = False,
+) -> None:
+    """Regenerate the procedural shapes data set that the trained fixtures learned, in YOLO format."""
+    from . import fixtures, shapes
+
+    check_writable(output_dir, force)
+    spec = shapes.ShapesSpec(**fixtures.record()["cga"]["shapes_spec"])
+    spec = spec if seed is None else dataclasses.replace(spec, seed=seed)
+    with progress_bar() as bar:
+        task = bar.add_task("Drawing images", total=None)
+        path = shapes.generate(output_dir, spec, tuple(split or ("train", "val")),
+                               progress=lambda name, done, total: bar.update(
+                                   task, description=f"Drawing {name} images", completed=done, total=total))
+    out.print(f"Wrote {path} (seed {spec.seed})", highlight=False)
 
 
 def main() -> None:

@@ -1,9 +1,11 @@
 """The export flow for one checkpoint and several targets: rewrite once, export the ONNX every target
 builds from, lint it for each target, build each artefact, and check each against the original model.
 
-Rows of the parity table: ONNX fp32; with ``half`` the mixed-precision fp16 ONNX; OpenVINO at the f32
-inference-precision hint (FP32 or FP16-compressed weights); OpenVINO at the device's default precision
-(bf16 on CPUs with AVX512-BF16 or AMX), reported for information and not gating; TensorRT.
+Rows of the parity table: ONNX fp32; with ``half`` the mixed-precision fp16 ONNX; with ``int8`` the
+Q/DQ INT8 ONNX and the NNCF INT8 OpenVINO IR; OpenVINO at the f32 inference-precision hint (FP32 or
+FP16-compressed weights); OpenVINO at the device's default precision (bf16 on CPUs with AVX512-BF16 or
+AMX), reported for information and not gating; TensorRT. With a validation split every row also gets
+its mAP against the original model's; INT8 rows are judged by that alone.
 A gating row that fails is localised: the first YOLO block or attention module whose output departs.
 """
 
@@ -14,14 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import parity
-from .parity import Detections, ParityReport, Tolerance, TOLERANCES
+from . import data, parity
+from .accuracy import MAP_TOLERANCES, AccuracyCheck
 from .checkpoint import LoadedModel
 from .errors import AttnDeployError
-from .exporters import ExportResult, localise_export, verify_export
-from .exporters import mixed_precision, onnx, openvino, tensorrt
+from .exporters import ExportResult, localise_export, mixed_precision, onnx, openvino, qdq, tensorrt, verify_export
+from .exporters import torch as torch_backend
 from .files import check_writable
 from .lint import LintReport, lint
+from .parity import TOLERANCES, Detections, ParityReport, Tolerance
 
 TARGETS = ("onnx", "openvino", "trt")
 LINT_TARGET = {"onnx": "ort", "openvino": "openvino", "trt": "trt"}
@@ -41,11 +44,20 @@ class Plan:
     trt: tensorrt.TensorRTOptions = field(default_factory=tensorrt.TensorRTOptions)
     tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(TOLERANCES))
     detections: Detections = field(default_factory=Detections)
+    data: Path | None = None  # a data YAML: its validation split scores every row in mAP
+    map_tolerances: dict[str, float] = field(default_factory=lambda: dict(MAP_TOLERANCES))
+    int8: bool = False
+    calib: Path | None = None  # INT8 calibration images: a directory, or a data YAML's train split
 
     def outputs(self) -> list[Path]:
-        paths = [self.output] + ([self.fp16_onnx] if self.half else [])
-        paths += [openvino.model_dir(self.output)] if "openvino" in self.targets else []
+        paths = [self.output] + ([self.fp16_onnx] if self.half else []) + ([self.int8_onnx] if self.int8 else [])
+        if "openvino" in self.targets:
+            paths += [openvino.model_dir(self.output)] + ([openvino.int8_dir(self.output)] if self.int8 else [])
         return paths + ([self.output.with_suffix(".engine")] if "trt" in self.targets else [])
+
+    @property
+    def int8_onnx(self) -> Path:
+        return qdq.output_path(self.output)
 
     @property
     def fp16_onnx(self) -> Path:
@@ -105,6 +117,8 @@ def deploy(loaded: LoadedModel, plan: Plan, step: Step = _quiet) -> Deployment:
     for path in plan.outputs():
         check_writable(path, plan.onnx.force)
     check_trt(plan, loaded, step)
+    split = _read_split(plan, step)  # bad --data or --calib fails here, before anything is written
+    calibration = _calibration_paths(plan)
     model, rewrite_report = _rewritten(loaded, plan, step)
     result = Deployment(rewrite_report)
     with step(f"Exporting ONNX to {plan.output}"):
@@ -112,19 +126,37 @@ def deploy(loaded: LoadedModel, plan: Plan, step: Step = _quiet) -> Deployment:
     for target in plan.targets:
         with step(f"Linting {plan.output.name} for {LINT_TARGET[target]}"):
             result.lint.append(lint(plan.output, LINT_TARGET[target]))
-    _build(plan, result, step)
-    return check(loaded, result, plan, rewrite_report.reference if rewrite_report else "eager", step)
+    _build(plan, result, step, calibration)
+    return check(loaded, result, plan, rewrite_report.reference if rewrite_report else "eager", step, split)
 
 
 def check(loaded: LoadedModel, result: Deployment, plan: Plan, semantics: str = "eager",
-          step: Step = _quiet) -> Deployment:
+          step: Step = _quiet, split: data.Split | None = None) -> Deployment:
     """Parity of every artefact in ``result.exports`` against ``loaded``; failing gating rows are localised."""
+    split = split or _read_split(plan, step)
+    accuracy = AccuracyCheck(split, torch_backend.Runner(loaded.model, semantics=semantics),
+                             plan.map_tolerances) if split else None
     for export, ov_precision, gating in _checks(result.exports):
-        _check(loaded, plan, result, export, ov_precision, gating, semantics, step)
+        _check(loaded, plan, result, export, ov_precision, gating, semantics, step, accuracy)
     return result
 
 
-def _build(plan: Plan, result: Deployment, step: Step) -> None:
+def _calibration_paths(plan: Plan) -> list[Path]:
+    if not plan.int8:
+        return []
+    if plan.calib is None:
+        raise AttnDeployError("--int8 calibrates on images: pass --calib DIR or --data")
+    return data.calibration_paths(plan.calib)
+
+
+def _read_split(plan: Plan, step: Step) -> data.Split | None:
+    if plan.data is None:
+        return None
+    with step(f"Reading the validation split of {plan.data}"):
+        return data.load_split(plan.data)
+
+
+def _build(plan: Plan, result: Deployment, step: Step, calibration: list[Path]) -> None:
     size = plan.onnx.imgsz
     if plan.half:
         with step("Choosing the fp32 nodes of the mixed-precision fp16 ONNX by measurement"):
@@ -134,14 +166,38 @@ def _build(plan: Plan, result: Deployment, step: Step) -> None:
         with step(f"Converting to OpenVINO IR ({'FP16' if plan.half else 'FP32'} weights)"):
             result.exports.append(openvino.export(plan.output, openvino.model_dir(plan.output),
                                                   openvino.OpenVINOOptions(plan.half, force=True)))
+    if plan.int8:
+        _build_int8(plan, result, calibration, step)
     if "trt" in plan.targets:
-        typed = tensorrt.strongly_typed() and plan.half
-        source = plan.fp16_onnx if typed else plan.output
-        options = dataclasses.replace(plan.trt, precision="fp16" if plan.half else plan.trt.precision,
-                                      batch=plan.onnx.batch, dynamic=plan.onnx.dynamic, force=True)
-        with step(f"Building a TensorRT {options.precision} engine from {source.name}"):
-            result.exports.append(tensorrt.export(source, plan.output.with_suffix(".engine"), options,
-                                                  onnx.read_metadata(plan.output)))
+        result.exports.append(_build_trt(plan, calibration, step))
+
+
+def _build_int8(plan: Plan, result: Deployment, paths: list[Path], step: Step) -> None:
+    """The Q/DQ INT8 ONNX and, for OpenVINO, the NNCF INT8 IR, calibrated on ``paths``."""
+    import onnx as onnx_lib
+
+    size, batch = plan.onnx.imgsz, plan.onnx.batch
+    with step(f"Reading {len(paths)} INT8 calibration images from {plan.calib}"):
+        calibration = data.batches(paths, size, batch)
+    with step("Measuring the attention-sensitive nodes that INT8 leaves in float"):
+        keep = mixed_precision.int8_float_nodes(onnx_lib.load(str(plan.output)), parity.parity_inputs(size, batch))
+    with step(f"Quantizing to Q/DQ INT8 ONNX ({len(calibration)} calibration batches)"):
+        result.exports.append(qdq.export(plan.output, plan.int8_onnx, calibration, keep, force=True))
+    if "openvino" in plan.targets:
+        with step(f"Quantizing to OpenVINO INT8 with NNCF ({len(calibration)} calibration batches)"):
+            result.exports.append(openvino.quantize(plan.output, openvino.int8_dir(plan.output), calibration, keep,
+                                                    force=True))
+
+
+def _build_trt(plan: Plan, calibration: list[Path], step: Step) -> ExportResult:
+    typed = tensorrt.strongly_typed()
+    precision = "int8" if plan.int8 else "fp16" if plan.half else plan.trt.precision
+    # TensorRT 11 is strongly typed: precision comes from the ONNX (mixed fp16, or Q/DQ for INT8).
+    source = {"int8": plan.int8_onnx, "fp16": plan.fp16_onnx}.get(precision, plan.output) if typed else plan.output
+    options = dataclasses.replace(plan.trt, precision=precision, batch=plan.onnx.batch, dynamic=plan.onnx.dynamic,
+                                  calibration=calibration if precision == "int8" and not typed else [], force=True)
+    with step(f"Building a TensorRT {options.precision} engine from {source.name}"):
+        return tensorrt.export(source, plan.output.with_suffix(".engine"), options, onnx.read_metadata(plan.output))
 
 
 def _checks(exports: list[ExportResult]):
@@ -153,15 +209,19 @@ def _checks(exports: list[ExportResult]):
 
 
 def _check(loaded, plan: Plan, result: Deployment, export: ExportResult, ov_precision, gating: bool,
-           semantics: str, step: Step) -> None:
+           semantics: str, step: Step, accuracy: AccuracyCheck | None) -> None:
     label = "device default precision" if ov_precision is None else ""
     against = "the original model" + (" with true shifts" if semantics == "true-shift" else "")
-    with step(f"Checking parity of {export.path.name}{f' at the {label}' if label else ''} against {against}"):
+    scored = f" and scoring mAP on {accuracy.split.source}" if accuracy else ""
+    with step(f"Checking parity of {export.path.name}{f' at the {label}' if label else ''} against {against}"
+              f"{scored}"):
         report = verify_export(export.path, loaded, plan.tolerances, semantics=semantics, detections=plan.detections,
-                               ov_device=plan.ov_device, ov_precision=ov_precision)
-    report.gating, report.label = gating, label
+                               ov_device=plan.ov_device, ov_precision=ov_precision, accuracy=accuracy)
+    # An INT8 row is judged by its accuracy: without a validation split it is reported, not gating.
+    report.gating = gating and (report.precision != "int8" or report.accuracy is not None)
+    report.label = label
     result.parity.append(report)
-    if gating and not report.passed:
+    if report.gating and not report.passed and report.precision != "int8":
         with step(f"Localising the departure in {export.path.name}"):
             report.localisation = localise_export(export.path, loaded, report.worst.input, report.tolerance,
                                                   semantics, plan.ov_device, ov_precision)

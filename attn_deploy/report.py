@@ -29,8 +29,8 @@ def jsonable(obj: Any) -> Any:
 
 def _properties(obj: Any) -> dict:
     """The verdicts reports compute rather than store."""
-    return {name: getattr(obj, name) for name in ("passed", "reference") if isinstance(getattr(type(obj), name, None),
-                                                                                     property)}
+    return {name: getattr(obj, name) for name in ("passed", "reference", "delta", "delta50")
+            if isinstance(getattr(type(obj), name, None), property)}
 
 
 def cpu_name() -> str:
@@ -140,13 +140,30 @@ def summary_row(report: ParityReport) -> dict:
         "det recall": _fmt(_worst_detection(report, "recall"), ".4f"),
         "det precision": _fmt(_worst_detection(report, "precision"), ".4f"),
         "max score diff": _fmt(max((d.max_score_diff for d in report.detections), default=None)),
-        "atol/rtol": f"{report.tolerance.atol:g}/{report.tolerance.rtol:g}", "result": verdict,
+        "atol/rtol": f"{report.tolerance.atol:g}/{report.tolerance.rtol:g}", **_accuracy_cells(report.accuracy),
+        "result": verdict,
     }
+
+
+def _accuracy_cells(accuracy) -> dict:
+    if accuracy is None:
+        return {}
+    return {"mAP50": f"{accuracy.accuracy.map50:.4f} ({accuracy.delta50:+.4f})",
+            "mAP50-95": f"{accuracy.accuracy.map:.4f} ({accuracy.delta:+.4f})", "mAP drop tol": f"{accuracy.tolerance:g}"}
+
+
+def _reference_row(accuracy, headers: list[str]) -> list[str]:
+    """The original PyTorch model's own mAP, as the first row of a table with mAP columns."""
+    cells = {"backend": "pytorch (reference)", "precision": "fp32", "mAP50": f"{accuracy.reference.map50:.4f}",
+             "mAP50-95": f"{accuracy.reference.map:.4f}"}
+    return [cells.get(h, "-") for h in headers]
 
 
 def summary_table(reports: list[ParityReport]) -> Table:
     rows = [summary_row(r) for r in reports]
-    return (list(rows[0]) if rows else []), [list(r.values()) for r in rows]
+    headers = list(rows[0]) if rows else []
+    scored = next((r.accuracy for r in reports if r.accuracy is not None), None)
+    return headers, ([_reference_row(scored, headers)] if scored else []) + [list(r.values()) for r in rows]
 
 
 def localisation_table(localisation) -> Table:
@@ -158,7 +175,8 @@ def localisation_table(localisation) -> Table:
 def write_demo_report(directory: Path, run, timing: BenchResult, seconds: float) -> dict:
     """``report.json`` and ``report.md`` for ``attn-deploy demo`` (``run``: a ``pipeline.Deployment``)."""
     summary = {
-        "model": "yolov8n-cga (LocalWindowAttention / Cascaded Group Attention at P5), seed 0",
+        "model": "yolov8n-cga-shapes: YOLOv8n with LocalWindowAttention (Cascaded Group Attention) at P5, trained "
+                 "on the procedural shapes data set (attn_deploy/fixtures)",
         **{f.name: getattr(run, f.name) for f in dataclasses.fields(run)},
         "passed": run.passed,
         "latency": timing,

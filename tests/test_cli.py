@@ -152,6 +152,8 @@ def test_demo_writes_report(tmp_path):
     assert data["passed"] is True and data["latency"]["iters"] == 3
     rows = {(p["backend"], p["precision"], p["gating"]) for p in data["parity"]}
     assert {("onnxruntime", "fp32", True), ("openvino", "fp32", True)} <= rows
+    scored = [p["accuracy"] for p in data["parity"]]
+    assert all(a["reference"]["map50"] >= 0.8 and a["passed"] for a in scored[:2])
     assert (tmp_path / "demo" / "report.md").read_text().startswith("# attn-deploy demo")
     exported = json.loads((tmp_path / "demo" / "report.json").read_text())["exports"]
     assert [e["target"] for e in exported] == ["onnx", "openvino"]

@@ -16,6 +16,14 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
 
+def silenced():
+    """Swallow what third-party quantizers print: stdout belongs to the CLI's --json output."""
+    import contextlib
+    import io
+
+    return contextlib.redirect_stdout(io.StringIO())
+
+
 def backend_of(path: Path) -> str:
     """``onnx``, ``openvino`` or ``trt``, from the artefact's file type."""
     if not path.exists():
@@ -51,12 +59,13 @@ def open_runner(path: Path, threads: int | None = None, ov_device: str = "CPU", 
 
 
 def verify_export(path: Path, loaded, tolerances: dict | None = None, threads: int | None = None,
-                  semantics: str = "eager", detections=None, ov_device: str = "CPU", ov_precision: str | None = "fp32"):
+                  semantics: str = "eager", detections=None, ov_device: str = "CPU", ov_precision: str | None = "fp32",
+                  accuracy=None):
     """Parity of the exported ``path`` against the original model, at the artefact's own input shape.
 
     ``semantics`` is the rewrite report's ``reference``: ``true-shift`` where eager PyTorch's in-place
     shifts cannot be trusted. ``tolerances`` maps precisions to tolerances (default ``parity.TOLERANCES``);
-    the artefact's precision picks one.
+    the artefact's precision picks one. ``accuracy`` (an ``accuracy.AccuracyCheck``) adds its mAP.
     """
     from .. import parity
     from . import torch as torch_backend
@@ -68,8 +77,10 @@ def verify_export(path: Path, loaded, tolerances: dict | None = None, threads: i
     exact = torch_backend.Runner(loaded.model, precision="fp64", semantics=semantics)
     try:
         tolerance = (tolerances or parity.TOLERANCES)[candidate.precision]
-        return parity.verify(reference, candidate, inputs, tolerance, exact=exact,
-                             detections=detections or parity.Detections())
+        report = parity.verify(reference, candidate, inputs, tolerance, exact=exact,
+                               detections=detections or parity.Detections())
+        report.accuracy = accuracy.compare(candidate, imgsz, batch) if accuracy else None
+        return report
     finally:
         candidate.close()
 

@@ -162,3 +162,20 @@ def _mark_half(model) -> None:
     for prop in model.metadata_props:
         if prop.key == "args":
             prop.value = str({**ast.literal_eval(prop.value), "half": True})
+
+
+def _head_scope(model) -> str:
+    """The node-name scope of the detection head: the last ``/model.N/`` block."""
+    blocks = {int(n.name.split("/")[1].split(".")[1]) for n in model.graph.node
+              if n.name.startswith("/model.") and n.name.split("/")[1].split(".")[1].isdigit()}
+    return f"/model.{max(blocks)}/" if blocks else "/"
+
+
+def int8_float_nodes(model, inputs: dict[str, np.ndarray]) -> list[str]:
+    """The nodes INT8 leaves in float: those the fp16 measurement keeps in fp32 (softmaxes, SimAM's
+    variance), and the head's decoding after its last class and box convolutions (DFL, anchor
+    arithmetic, sigmoid, the concat of pixel boxes with probabilities, which one int8 scale cannot hold)."""
+    scope = _head_scope(model)
+    tail = [n.name for n in model.graph.node if n.name.startswith(scope)
+            and (n.op_type != "Conv" or "/dfl/" in n.name)]
+    return sorted(set(choose_fp32_nodes(model, inputs).kept_fp32) | set(tail))

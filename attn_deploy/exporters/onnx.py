@@ -314,8 +314,9 @@ class Runner:
         except Exception as e:
             raise AttnDeployError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0][:300]}") from e
         self.input = self.session.get_inputs()[0]
-        half = ast.literal_eval(self.metadata.get("args", "{}")).get("half", False)  # mixed precision keeps fp32 in
-        self.precision = "fp16" if half or self.input.type == "tensor(float16)" else "fp32"
+        args = ast.literal_eval(self.metadata.get("args", "{}"))  # mixed precision and Q/DQ keep fp32 in and out
+        half = args.get("half", False) or self.input.type == "tensor(float16)"
+        self.precision = "int8" if args.get("int8") else "fp16" if half else "fp32"
         self.version = ort.__version__
 
     @property

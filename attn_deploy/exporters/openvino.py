@@ -17,7 +17,7 @@ import yaml
 
 from ..errors import AttnDeployError
 from ..files import check_writable, write_dir_atomic
-from . import ExportResult
+from . import ExportResult, silenced
 
 # ov.Type names as precision names; the parity tolerances are keyed by the latter
 PRECISIONS = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "i8": "int8", "u8": "int8"}
@@ -36,25 +36,63 @@ def model_dir(onnx_path: Path) -> Path:
 
 def export(onnx_path: Path, output: Path, options: OpenVINOOptions) -> ExportResult:
     """Convert ``onnx_path`` to IR in the directory ``output``, with ultralytics' ``metadata.yaml``; atomic."""
+    check_writable(output, options.force)
+    _save(_convert(onnx_path), output, onnx_path, {"half": options.half}, options.half)
+    return ExportResult(output, "openvino", [f"weights {'FP16' if options.half else 'FP32'}"])
+
+
+def int8_dir(onnx_path: Path) -> Path:
+    """Where the INT8 IR of ``onnx_path`` goes."""
+    return onnx_path.with_name(f"{onnx_path.stem}_int8_openvino_model")
+
+
+def quantize(onnx_path: Path, output: Path, calibration: list[np.ndarray], keep: list[str],
+             force: bool = False) -> ExportResult:
+    """INT8 IR by NNCF post-training quantization on ``calibration`` batches; the ONNX nodes named in
+    ``keep`` (the attention-sensitive ones, measured) take no quantized inputs and stay in float."""
+    import logging
+
+    import nncf
+
+    nncf.set_log_level(logging.ERROR)  # the library prints nothing; progress is the caller's
+    check_writable(output, force)
+    model = _convert(onnx_path)
+    names = {op.get_friendly_name() for op in model.get_ops()}
+    # OpenVINO splits a biased Conv into Convolution "<name>/WithoutBiases" and Add "<name>".
+    ignored = sorted(n for name in keep for n in (name, f"{name}/WithoutBiases") if n in names)
+    try:
+        with silenced():
+            quantized = nncf.quantize(model, nncf.Dataset(calibration), preset=nncf.QuantizationPreset.MIXED,
+                                      subset_size=len(calibration), ignored_scope=nncf.IgnoredScope(names=ignored))
+    except Exception as e:
+        raise AttnDeployError(f"NNCF cannot quantize {onnx_path}: {type(e).__name__}: {str(e)[:300]}") from e
+    _save(quantized, output, onnx_path, {"int8": True}, False)
+    note = f"INT8 (NNCF, {len(calibration)} calibration batches); {len(ignored)} sensitive ops left in float"
+    return ExportResult(output, "openvino", [note])
+
+
+def _convert(onnx_path: Path):
+    import openvino as ov
+
+    try:
+        return ov.convert_model(str(onnx_path))
+    except Exception as e:
+        raise AttnDeployError(f"OpenVINO cannot convert {onnx_path}: {str(e).splitlines()[0][:300]}") from e
+
+
+def _save(model, output: Path, onnx_path: Path, args: dict, half: bool) -> None:
     import openvino as ov
 
     from .onnx import read_metadata
 
-    check_writable(output, options.force)
-    try:
-        model = ov.convert_model(str(onnx_path))
-    except Exception as e:
-        raise AttnDeployError(f"OpenVINO cannot convert {onnx_path}: {str(e).splitlines()[0][:300]}") from e
     metadata = read_metadata(onnx_path)
-    metadata["args"] = {**metadata.get("args", {}), "half": options.half}
+    metadata["args"] = {**metadata.get("args", {}), **args}
 
     def write(directory: Path) -> None:
-        ov.save_model(model, directory / f"{output.name.removesuffix('_openvino_model')}.xml",
-                      compress_to_fp16=options.half)
+        ov.save_model(model, directory / f"{output.name.removesuffix('_openvino_model')}.xml", compress_to_fp16=half)
         (directory / "metadata.yaml").write_text(yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True))
 
     write_dir_atomic(output, write)
-    return ExportResult(output, "openvino", [f"weights {'FP16' if options.half else 'FP32'}"])
 
 
 def _xml(path: Path) -> Path:
@@ -70,6 +108,10 @@ def _has_fp16_weights(model) -> bool:
     import openvino as ov
 
     return any(op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.f16 for op in model.get_ops())
+
+
+def _quantized(model) -> bool:
+    return any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
 
 
 def half_weights(path: Path) -> bool:
@@ -102,8 +144,8 @@ class Runner:
             raise AttnDeployError(f"OpenVINO cannot compile {self.xml} for {device}: {str(e).splitlines()[0]}") from e
         self.device = device
         self.inference_precision = self._inference_precision()
-        self.precision = "fp16" if _has_fp16_weights(self.model) and self.inference_precision == "fp32" else (
-            self.inference_precision)
+        self.precision = "int8" if _quantized(self.model) else "fp16" if (
+            _has_fp16_weights(self.model) and self.inference_precision == "fp32") else self.inference_precision
         self.version = ov.get_version()
 
     def _inference_precision(self) -> str:

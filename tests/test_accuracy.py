@@ -1,0 +1,127 @@
+"""Accuracy parity on the trained fixtures: mAP per backend against PyTorch, INT8, and the scorer's trust."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from attn_deploy import fixtures, load
+from attn_deploy.accuracy import MAP_TOLERANCES, evaluate
+from attn_deploy.cli import app
+from attn_deploy.data import calibration_paths, load_split, shapes_data
+from attn_deploy.errors import AttnDeployError
+from attn_deploy.exporters import qdq, tensorrt
+from attn_deploy.exporters import torch as torch_backend
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def shapes_yaml(tmp_path_factory):
+    return shapes_data(tmp_path_factory.mktemp("data"), ("train", "val"))
+
+
+@pytest.mark.parametrize("name", ["cga", "simam"])
+def test_trained_fixture_reaches_map50_of_0_8_and_matches_ultralytics_validator(name, shapes_yaml):
+    from ultralytics import YOLO
+
+    loaded = load(fixtures.checkpoint(name))
+    ours = evaluate(torch_backend.Runner(loaded.model), load_split(shapes_yaml), loaded.imgsz, batch=8)
+    theirs = YOLO(str(fixtures.checkpoint(name))).val(data=str(shapes_yaml), imgsz=loaded.imgsz[0], batch=8,
+                                                      device="cpu", plots=False, verbose=False)
+    assert ours.map50 >= 0.8
+    assert ours.map50 == pytest.approx(theirs.box.map50, abs=0.01)
+    assert ours.map == pytest.approx(theirs.box.map, abs=0.01)
+
+
+@pytest.fixture(scope="module")
+def int8_export(shapes_yaml, tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8") / "simam.onnx"
+    result = invoke("export", fixtures.checkpoint("simam"), "-o", out, "--target", "onnx,openvino", "--int8",
+                    "--data", shapes_yaml, "--json")
+    return out, result
+
+
+def test_export_with_data_scores_every_row_and_fp32_backends_keep_map(int8_export):
+    _, result = int8_export
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["parity"]
+    by = {(r["backend"], r["precision"], r["label"]): r for r in rows}
+    for key in [("onnxruntime", "fp32", ""), ("openvino", "fp32", "")]:
+        accuracy = by[key]["accuracy"]
+        assert accuracy["reference"]["map50"] >= 0.8
+        assert abs(accuracy["accuracy"]["map"] - accuracy["reference"]["map"]) <= MAP_TOLERANCES["fp32"]
+    int8 = [r for r in rows if r["precision"] == "int8"]
+    assert {r["backend"] for r in int8} == {"onnxruntime", "openvino"}
+    gating = [r for r in int8 if r["gating"]]
+    assert gating and all(r["accuracy"]["tolerance"] == MAP_TOLERANCES["int8"] for r in gating)
+
+
+def test_int8_artefacts_are_quantized_and_the_qdq_onnx_is_what_tensorrt_11_takes(int8_export):
+    import onnx
+
+    out, _ = int8_export
+    model = onnx.load(str(out.with_suffix(".int8.onnx")))
+    assert qdq.is_quantized(model)
+    assert "'int8': True" in {p.key: p.value for p in model.metadata_props}["args"]
+    tensorrt._check_typed_graph(out.with_suffix(".int8.onnx"), "int8")
+    with pytest.raises(AttnDeployError, match="Q/DQ"):
+        tensorrt._check_typed_graph(out, "int8")
+    assert any(out.with_name("simam_int8_openvino_model").glob("*.xml"))
+
+
+def test_verify_with_data_scores_an_existing_export(int8_export, shapes_yaml):
+    out, _ = int8_export
+    result = invoke("verify", out.with_name("simam_int8_openvino_model"), "--ref", fixtures.checkpoint("simam"),
+                    "--data", shapes_yaml, "--map-tol", "int8=1", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["parity"]
+    assert {r["precision"] for r in rows} == {"int8"} and all(r["accuracy"]["tolerance"] == 1 for r in rows)
+
+
+def test_a_map_tolerance_of_zero_drop_fails_the_int8_row(int8_export, shapes_yaml):
+    out, _ = int8_export
+    result = invoke("verify", out.with_suffix(".int8.onnx"), "--ref", fixtures.checkpoint("simam"),
+                    "--data", shapes_yaml, "--map-tol", "int8=-1", "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["parity"][0]["accuracy"]["accuracy"]["map"] > 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "{tmp}/none.yaml"], "no such data YAML"),
+        (["--int8"], "--calib DIR or --data"),
+        (["--data", "shapes", "--map-tol", "fp8=0.1"], "unknown precision"),
+        (["--int8", "--calib", "{tmp}/none"], "does not exist"),
+    ],
+)
+def test_bad_accuracy_input_exits_2_with_one_message_and_no_file(tmp_path, args, message):
+    out = tmp_path / "x.onnx"
+    result = invoke("export", fixtures.checkpoint("simam"), "-o", out, *[a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert not out.exists()
+
+
+def test_labels_with_the_wrong_columns_are_one_clear_error(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((32, 32, 3), np.uint8))
+    (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5 0.2\n")
+    (tmp_path / "data.yaml").write_text("path: .\nval: images\nnames: [a]\n")
+    with pytest.raises(AttnDeployError, match="5 columns"):
+        load_split(tmp_path / "data.yaml")
+
+
+def test_calibration_images_spread_over_the_train_split(shapes_yaml):
+    paths = calibration_paths(shapes_yaml, limit=10)
+    assert len(paths) == 10 and paths[0] != paths[1]
+    assert len({p.parent for p in paths}) == 1 and paths[-1].stem > "00100"
