@@ -84,7 +84,7 @@ def test_verify_with_data_scores_an_existing_export(int8_export, shapes_yaml):
     assert {r["precision"] for r in rows} == {"int8"} and all(r["accuracy"]["tolerance"] == 1 for r in rows)
 
 
-def test_a_map_tolerance_of_zero_drop_fails_the_int8_row(int8_export, shapes_yaml):
+def test_an_impossible_map_tolerance_fails_the_int8_row(int8_export, shapes_yaml):
     out, _ = int8_export
     result = invoke("verify", out.with_suffix(".int8.onnx"), "--ref", fixtures.checkpoint("simam"),
                     "--data", shapes_yaml, "--map-tol", "int8=-1", "--json")
