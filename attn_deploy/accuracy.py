@@ -92,12 +92,11 @@ def _predictions(output: np.ndarray, shapes: list[tuple[int, int]], imgsz: tuple
 def evaluate(runner: RunnerLike, split: Split, imgsz: tuple[int, int], batch: int = 1,
              progress: Callable[[int, int], None] | None = None) -> Accuracy:
     """mAP50 and mAP50-95 of ``runner`` on ``split``, at input size ``imgsz`` and ``batch`` images a run."""
-    import cv2
     from ultralytics.utils.metrics import ap_per_class
 
     stats = []
     for start, count, x in _batches(split, batch, imgsz):
-        shapes = [cv2.imread(str(p)).shape[:2] for p in split.images[start:start + count]]
+        shapes = split.shapes[start:start + count]
         for pred, labels in zip(_predictions(runner.run([x])[0][:count], shapes, imgsz),
                                 split.labels[start:start + count]):
             stats.append((_true_positives(pred, labels), pred[:, 4], pred[:, 5], labels[:, 0]))

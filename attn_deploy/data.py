@@ -15,9 +15,11 @@ SHAPES = "shapes"  # --data shapes: the fixtures' own validation split, regenera
 
 @dataclass(frozen=True)
 class Split:
-    """A YOLO-format image split: image paths and, per image, labels (class, x1, y1, x2, y2 in pixels)."""
+    """A YOLO-format image split: image paths and, per image, its (H, W) and labels (class, x1, y1, x2, y2
+    in pixels)."""
 
     images: list[Path]
+    shapes: list[tuple[int, int]]
     labels: list[np.ndarray]
     names: dict[int, str]
     source: Path
@@ -37,16 +39,27 @@ def _image_paths(root: Path, entry: str) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.suffix.lower().lstrip(".") in IMG_FORMATS)
 
 
-def _labels(image: Path) -> np.ndarray:
+def _shape(image: Path) -> tuple[int, int]:
+    """(H, W) from the image header, without decoding the pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(image) as opened:
+            w, h = opened.size
+    except Exception as e:
+        raise AttnDeployError(f"{image} cannot be read as an image ({type(e).__name__})") from e
+    return h, w
+
+
+def _labels(image: Path, shape: tuple[int, int]) -> np.ndarray:
     """Labels in pixels; a missing label file is an image with no objects, as ultralytics reads it."""
-    import cv2
     from ultralytics.data.utils import img2label_paths
 
     label = Path(img2label_paths([str(image)])[0])
     rows = np.loadtxt(label, ndmin=2) if label.exists() and label.stat().st_size else np.zeros((0, 5))
     if rows.shape[1] != 5:
         raise AttnDeployError(f"{label}: expected 5 columns (class cx cy w h) per row, found {rows.shape[1]}")
-    h, w = cv2.imread(str(image)).shape[:2]
+    h, w = shape
     cx, cy, bw, bh = rows[:, 1] * w, rows[:, 2] * h, rows[:, 3] * w, rows[:, 4] * h
     return np.stack([rows[:, 0], cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
 
@@ -67,7 +80,8 @@ def load_split(data: Path, split: str = "val") -> Split:
         raise AttnDeployError(f"--data {data}: the {split} split has no images")
     names = config["names"]
     names = dict(enumerate(names)) if isinstance(names, list) else {int(k): v for k, v in names.items()}
-    return Split(images, [_labels(image) for image in images], names, data)
+    shapes = [_shape(image) for image in images]
+    return Split(images, shapes, [_labels(image, shape) for image, shape in zip(images, shapes)], names, data)
 
 
 def shapes_data(workdir: Path, splits: tuple[str, ...] = ("val",)) -> Path:

@@ -22,6 +22,8 @@ from typing import Protocol
 
 import numpy as np
 
+from .errors import AttnDeployError
+
 
 class RunnerLike(Protocol):
     backend: str
@@ -149,7 +151,10 @@ def letterbox_image(path, imgsz: tuple[int, int]) -> np.ndarray:
     import cv2
     from ultralytics.data.augment import LetterBox
 
-    image = LetterBox(new_shape=imgsz, auto=False)(image=cv2.imread(str(path)))
+    image = cv2.imread(str(path))
+    if image is None:
+        raise AttnDeployError(f"{path} cannot be read as an image")
+    image = LetterBox(new_shape=imgsz, auto=False)(image=image)
     return np.ascontiguousarray(image[..., ::-1].transpose(2, 0, 1), dtype=np.float32) / 255.0
 
 

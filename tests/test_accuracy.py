@@ -121,6 +121,14 @@ def test_labels_with_the_wrong_columns_are_one_clear_error(tmp_path):
         load_split(tmp_path / "data.yaml")
 
 
+def test_an_unreadable_image_in_a_split_is_one_clear_error(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(b"not a png")
+    (tmp_path / "data.yaml").write_text("path: .\nval: images\nnames: [a]\n")
+    with pytest.raises(AttnDeployError, match="cannot be read as an image"):
+        load_split(tmp_path / "data.yaml")
+
+
 def test_calibration_images_spread_over_the_train_split(shapes_yaml):
     paths = calibration_paths(shapes_yaml, limit=10)
     assert len(paths) == 10 and paths[0] != paths[1]

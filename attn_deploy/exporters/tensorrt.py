@@ -245,21 +245,11 @@ def _calibration_cache(onnx_path: Path, output: Path, images: list[Path], batch:
     return output.with_name(f"{output.stem}.int8-{digest.hexdigest()[:12]}.cache")
 
 
-def _calibration_batch(paths: list[Path], imgsz: tuple[int, int]) -> np.ndarray:
-    from ..parity import letterbox_image
-
-    arrays = []
-    for path in paths:
-        try:
-            arrays.append(letterbox_image(path, imgsz))
-        except Exception as e:
-            raise AttnDeployError(f"calibration image {path} cannot be read ({type(e).__name__})") from e
-    return np.stack(arrays)
-
-
 def _calibrator(trt, images: list[Path], imgsz: tuple[int, int], batch: int, cache: Path):
     """An entropy calibrator (TensorRT 10) over letterboxed ``images`` in batches of ``batch`` on the GPU."""
     import torch
+
+    from ..data import batches
 
     count = -(-len(images) // batch) * batch
     # TensorRT takes whole batches only: the last one wraps around to the first images
@@ -279,7 +269,7 @@ def _calibrator(trt, images: list[Path], imgsz: tuple[int, int], batch: int, cac
             if self.done >= count:
                 return None
             try:
-                chunk = _calibration_batch(ordered[self.done:self.done + batch], imgsz)
+                chunk = batches(ordered[self.done:self.done + batch], imgsz, batch)[0]
             except AttnDeployError as e:  # an exception cannot cross back into TensorRT: stop, and raise after
                 self.error = e
                 return None
