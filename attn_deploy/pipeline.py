@@ -157,30 +157,27 @@ def _read_split(plan: Plan, step: Step) -> data.Split | None:
 
 
 def _build(plan: Plan, result: Deployment, step: Step, calibration: list[Path]) -> None:
-    size = plan.onnx.imgsz
+    chosen = None
+    if plan.half or plan.int8:
+        with step("Measuring which nodes cannot take fp16 (they stay in float in the fp16 and INT8 exports)"):
+            chosen = mixed_precision.measure(plan.output, parity.parity_inputs(plan.onnx.imgsz, plan.onnx.batch))
     if plan.half:
-        with step("Choosing the fp32 nodes of the mixed-precision fp16 ONNX by measurement"):
-            result.exports.append(mixed_precision.export(plan.output, plan.fp16_onnx,
-                                                         parity.parity_inputs(size, plan.onnx.batch), True))
+        with step(f"Writing the mixed-precision fp16 ONNX {plan.fp16_onnx.name}"):
+            result.exports.append(mixed_precision.export(plan.output, plan.fp16_onnx, chosen, True))
     if "openvino" in plan.targets:
         with step(f"Converting to OpenVINO IR ({'FP16' if plan.half else 'FP32'} weights)"):
             result.exports.append(openvino.export(plan.output, openvino.model_dir(plan.output),
                                                   openvino.OpenVINOOptions(plan.half, force=True)))
     if plan.int8:
-        _build_int8(plan, result, calibration, step)
+        _build_int8(plan, result, calibration, mixed_precision.int8_float_nodes(plan.output, chosen), step)
     if "trt" in plan.targets:
         result.exports.append(_build_trt(plan, calibration, step))
 
 
-def _build_int8(plan: Plan, result: Deployment, paths: list[Path], step: Step) -> None:
-    """The Q/DQ INT8 ONNX and, for OpenVINO, the NNCF INT8 IR, calibrated on ``paths``."""
-    import onnx as onnx_lib
-
-    size, batch = plan.onnx.imgsz, plan.onnx.batch
+def _build_int8(plan: Plan, result: Deployment, paths: list[Path], keep: list[str], step: Step) -> None:
+    """The Q/DQ INT8 ONNX and, for OpenVINO, the NNCF INT8 IR, calibrated on ``paths``, ``keep`` left in float."""
     with step(f"Reading {len(paths)} INT8 calibration images from {plan.calib}"):
-        calibration = data.batches(paths, size, batch)
-    with step("Measuring the attention-sensitive nodes that INT8 leaves in float"):
-        keep = mixed_precision.int8_float_nodes(onnx_lib.load(str(plan.output)), parity.parity_inputs(size, batch))
+        calibration = data.batches(paths, plan.onnx.imgsz, plan.onnx.batch)
     with step(f"Quantizing to Q/DQ INT8 ONNX ({len(calibration)} calibration batches)"):
         result.exports.append(qdq.export(plan.output, plan.int8_onnx, calibration, keep, force=True))
     if "openvino" in plan.targets:

@@ -26,7 +26,8 @@ OUT = Path("reports/accuracy")
 NAMES = ("cga", "simam")
 TIMED = [  # (label, artefact suffix, OpenVINO precision)
     ("onnxruntime fp32", ".onnx", "fp32"), ("onnxruntime int8 (Q/DQ)", ".int8.onnx", "fp32"),
-    ("openvino fp32 (f32 hint)", "_openvino_model", "fp32"), ("openvino int8 (f32 hint)", "_int8_openvino_model", "fp32"),
+    ("openvino fp32 (f32 hint)", "_openvino_model", "fp32"),
+    ("openvino int8 (f32 hint)", "_int8_openvino_model", "fp32"),
     ("openvino default (bf16)", "_openvino_model", None), ("openvino int8 (default)", "_int8_openvino_model", None),
 ]
 
@@ -65,7 +66,8 @@ def one(name: str, data: Path, tmp: Path) -> dict:
     started = time.perf_counter()
     run = deploy(loaded, plan)
     # The mixed fp16 ONNX beside FP32 OpenVINO weights (export --half would make the IR FP16 as well).
-    fp16 = mixed_precision.export(plan.output, plan.fp16_onnx, parity_inputs(loaded.imgsz), force=True)
+    chosen = mixed_precision.measure(plan.output, parity_inputs(loaded.imgsz))
+    fp16 = mixed_precision.export(plan.output, plan.fp16_onnx, chosen, force=True)
     extra = check(loaded, Deployment(None, [fp16]), plan, run.rewrite.reference if run.rewrite else "eager")
     run.exports.insert(1, fp16)
     run.parity.insert(1, extra.parity[0])

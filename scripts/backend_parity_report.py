@@ -59,7 +59,8 @@ def one(name: str, tmp: Path) -> dict:
     loaded = load(ckpt)
     plan = Plan(["onnx", "openvino"], tmp / f"yolov8n-{name}.onnx", onnx_backend.OnnxOptions(), detections=DETECTIONS)
     run = deploy(loaded, plan)
-    half = mixed_precision.export(plan.output, plan.fp16_onnx, parity_inputs(plan.onnx.imgsz))
+    chosen = mixed_precision.measure(plan.output, parity_inputs(plan.onnx.imgsz))
+    half = mixed_precision.export(plan.output, plan.fp16_onnx, chosen)
     semantics = run.rewrite.reference
     run.parity.insert(1, verify_export(half.path, loaded, semantics=semantics, detections=DETECTIONS))
     perturbed = broken_copy(plan.output, tmp / f"broken-{name}.onnx")

@@ -74,12 +74,12 @@ def test_openvino_refuses_an_unknown_device(cga, fork_checkpoints):
 
 def test_mixed_precision_keeps_measured_nodes_in_fp32(cga, tmp_path):
     path, _, loaded = cga
-    built = mixed_precision.export(path, tmp_path / "cga.fp16.onnx", parity_inputs(SIZE))
+    chosen = mixed_precision.measure(path, parity_inputs(SIZE))
+    built = mixed_precision.export(path, tmp_path / "cga.fp16.onnx", chosen)
     model = onnx.load(str(built.path))
     weights = {t.data_type for t in model.graph.initializer if len(t.dims) == 4}
     assert weights == {onnx.TensorProto.FLOAT16}
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # fp32 in, fp32 out
-    chosen = mixed_precision.choose_fp32_nodes(onnx.load(str(path)), parity_inputs(SIZE))
     kept = {n.name for n in model.graph.node} & set(chosen.kept_fp32)
     assert kept and "Softmax" in mixed_precision.kept_op_types(onnx.load(str(path)), chosen.kept_fp32)
     assert "kept in fp32" in built.notes[0]

@@ -12,6 +12,7 @@ The file feeds onnxruntime (CPU and GPU) and TensorRT 11's strongly typed builde
 """
 
 import collections
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,14 +136,24 @@ def kept_op_types(model, kept: list[str]) -> dict[str, int]:
     return dict(collections.Counter(node.op_type for node in model.graph.node if node.name in chosen).most_common())
 
 
-def export(onnx_path: Path, output: Path, inputs: dict[str, np.ndarray], force: bool = False) -> ExportResult:
-    """Write the mixed-precision fp16 version of the fp32 ONNX file ``onnx_path`` to ``output``, atomically."""
+def measure(onnx_path: Path, inputs: dict[str, np.ndarray]) -> MixedPrecision:
+    """``choose_fp32_nodes`` for the fp32 ONNX file ``onnx_path``: what the fp16 and INT8 exports keep in float."""
+    import onnx
+
+    try:
+        return choose_fp32_nodes(onnx.load(str(onnx_path)), inputs)
+    except Exception as e:
+        raise AttnDeployError(f"fp16 measurement of {onnx_path} failed: {type(e).__name__}: {str(e)[:300]}") from e
+
+
+def export(onnx_path: Path, output: Path, chosen: MixedPrecision, force: bool = False) -> ExportResult:
+    """Write the mixed-precision fp16 version of the fp32 ONNX file ``onnx_path`` to ``output``, atomically,
+    with the nodes ``chosen`` (by ``measure``) kept in fp32."""
     import onnx
 
     check_writable(output, force)
     model = onnx.load(str(onnx_path))
     try:
-        chosen = choose_fp32_nodes(model, inputs)
         half = _convert(model, chosen.kept_fp32)
     except Exception as e:
         raise AttnDeployError(f"fp16 conversion of {onnx_path} failed: {type(e).__name__}: {str(e)[:300]}") from e
@@ -166,16 +177,18 @@ def _mark_half(model) -> None:
 
 def _head_scope(model) -> str:
     """The node-name scope of the detection head: the last ``/model.N/`` block."""
-    blocks = {int(n.name.split("/")[1].split(".")[1]) for n in model.graph.node
-              if n.name.startswith("/model.") and n.name.split("/")[1].split(".")[1].isdigit()}
+    blocks = [int(m.group(1)) for n in model.graph.node if (m := re.match(r"/model\.(\d+)/", n.name))]
     return f"/model.{max(blocks)}/" if blocks else "/"
 
 
-def int8_float_nodes(model, inputs: dict[str, np.ndarray]) -> list[str]:
+def int8_float_nodes(onnx_path: Path, chosen: MixedPrecision) -> list[str]:
     """The nodes INT8 leaves in float: those the fp16 measurement keeps in fp32 (softmaxes, SimAM's
     variance), and the head's decoding after its last class and box convolutions (DFL, anchor
     arithmetic, sigmoid, the concat of pixel boxes with probabilities, which one int8 scale cannot hold)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
     scope = _head_scope(model)
     tail = [n.name for n in model.graph.node if n.name.startswith(scope)
             and (n.op_type != "Conv" or "/dfl/" in n.name)]
-    return sorted(set(choose_fp32_nodes(model, inputs).kept_fp32) | set(tail))
+    return sorted(set(chosen.kept_fp32) | set(tail))
