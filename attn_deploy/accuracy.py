@@ -6,7 +6,6 @@ ultralytics' ``ap_per_class``. Every model is scored by this same code, so a dif
 the model's, not the harness's.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,8 +88,7 @@ def _predictions(output: np.ndarray, shapes: list[tuple[int, int]], imgsz: tuple
     return preds
 
 
-def evaluate(runner: RunnerLike, split: Split, imgsz: tuple[int, int], batch: int = 1,
-             progress: Callable[[int, int], None] | None = None) -> Accuracy:
+def evaluate(runner: RunnerLike, split: Split, imgsz: tuple[int, int], batch: int = 1) -> Accuracy:
     """mAP50 and mAP50-95 of ``runner`` on ``split``, at input size ``imgsz`` and ``batch`` images a run."""
     from ultralytics.utils.metrics import ap_per_class
 
@@ -100,8 +98,6 @@ def evaluate(runner: RunnerLike, split: Split, imgsz: tuple[int, int], batch: in
         for pred, labels in zip(_predictions(runner.run([x])[0][:count], shapes, imgsz),
                                 split.labels[start:start + count]):
             stats.append((_true_positives(pred, labels), pred[:, 4], pred[:, 5], labels[:, 0]))
-        if progress:
-            progress(start + count, len(split.images))
     tp, conf, pred_cls, target_cls = (np.concatenate(column) for column in zip(*stats))
     if not len(target_cls):
         raise AttnDeployError(f"{split.source}: the split has no labelled objects to score")
@@ -117,16 +113,15 @@ class AccuracyCheck:
     split: Split
     reference: RunnerLike
     tolerances: dict[str, float] = field(default_factory=lambda: dict(MAP_TOLERANCES))
-    progress: Callable[[int, int], None] | None = None
     _scores: dict[tuple, Accuracy] = field(default_factory=dict)
 
     def score_reference(self, imgsz: tuple[int, int], batch: int) -> Accuracy:
         key = (tuple(imgsz), batch)
         if key not in self._scores:
-            self._scores[key] = evaluate(self.reference, self.split, imgsz, batch, self.progress)
+            self._scores[key] = evaluate(self.reference, self.split, imgsz, batch)
         return self._scores[key]
 
     def compare(self, candidate: RunnerLike, imgsz: tuple[int, int], batch: int) -> AccuracyParity:
         reference = self.score_reference(imgsz, batch)
-        accuracy = evaluate(candidate, self.split, imgsz, batch, self.progress)
+        accuracy = evaluate(candidate, self.split, imgsz, batch)
         return AccuracyParity(accuracy, reference, self.tolerances[candidate.precision])

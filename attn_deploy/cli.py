@@ -503,7 +503,7 @@ def data_command(
     from . import fixtures, shapes
 
     check_writable(output_dir, force)
-    spec = shapes.ShapesSpec(**fixtures.record()["cga"]["shapes_spec"])
+    spec = fixtures.shapes_spec()
     spec = spec if seed is None else dataclasses.replace(spec, seed=seed)
     with progress_bar() as bar:
         task = bar.add_task("Drawing images", total=None)

@@ -88,8 +88,7 @@ def shapes_data(workdir: Path, splits: tuple[str, ...] = ("val",)) -> Path:
     """The fixtures' data set, regenerated under ``workdir`` from the seed they were trained with."""
     from . import fixtures, shapes
 
-    spec = shapes.ShapesSpec(**fixtures.record()["cga"]["shapes_spec"])
-    return shapes.generate(Path(workdir) / "shapes", spec, splits=splits)
+    return shapes.generate(Path(workdir) / "shapes", fixtures.shapes_spec(), splits=splits)
 
 
 def calibration_paths(source: Path, limit: int = 300) -> list[Path]:
