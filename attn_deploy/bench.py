@@ -1,10 +1,42 @@
-"""The timing harness shared by every backend: warm-up, timed iterations, latency statistics."""
+"""The timing harness shared by every backend: warm-up, timed runs, latency statistics and their confidence."""
 
+import math
+import resource
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+NOISY = 0.05  # a median whose 95 % interval reaches further than 5 % from it says the machine was busy
+
+
+@dataclass
+class Budget:
+    """How long to time: ``warmup_s`` of untimed runs (at least one), then at least ``iters`` timed runs
+    and at least ``duration_s`` seconds of them."""
+
+    warmup_s: float = 1.0
+    iters: int = 10
+    duration_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.warmup_s < 0 or self.iters < 1 or self.duration_s < 0:
+            raise ValueError(f"need warmup_s >= 0, iters >= 1 and duration_s >= 0, got {self}")
+
+
+def median_interval(ms: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval for the median: order statistics k and n-k+1, with k the largest
+    for which a binomial(n, 1/2) falls below k with probability at most (1 - confidence) / 2."""
+    n, ordered = len(ms), np.sort(ms)
+    below, k = 0.0, 0
+    while k < n and below + math.comb(n, k) / 2**n <= (1 - confidence) / 2:
+        below += math.comb(n, k) / 2**n
+        k += 1
+    k = max(k, 1)
+    return float(ordered[k - 1]), float(ordered[n - k])
 
 
 @dataclass
@@ -16,13 +48,26 @@ class LatencyStats:
     min: float
     max: float
     std: float
+    median_ci: tuple[float, float] = (math.nan, math.nan)  # 95 % interval of the median
+    count: int = 0
 
     @classmethod
     def of(cls, ms: np.ndarray) -> "LatencyStats":
         return cls(
             mean=float(ms.mean()), median=float(np.median(ms)), p90=float(np.percentile(ms, 90)),
             p99=float(np.percentile(ms, 99)), min=float(ms.min()), max=float(ms.max()), std=float(ms.std()),
+            median_ci=median_interval(ms), count=len(ms),
         )
+
+    @property
+    def noisy(self) -> bool:
+        low, high = self.median_ci
+        return max(self.median - low, high - self.median) > NOISY * self.median
+
+
+def variant_label(backend: str, mode: str, precision: str) -> str:
+    """``openvino latency``, ``torch cuda-graph fp16``: the backend, its mode, a precision other than fp32."""
+    return " ".join(p for p in (backend, mode, precision if precision != "fp32" else "") if p)
 
 
 @dataclass
@@ -38,11 +83,39 @@ class BenchResult:
     iters: int
     first_ms: float
     latency_ms: LatencyStats
-    throughput: float  # images per second, from the median latency
+    throughput: float  # images per second
+    mode: str = ""  # eager / cuda-graph (torch), latency / throughput (OpenVINO's hints)
+    session_ms: float | None = None  # creating the session, or compiling the model
+    peak_rss_mb: float | None = None  # of the process, from opening the runner to the last run
+    model_info: dict = field(default_factory=dict)  # file_mb, params, gflops
+
+    @property
+    def variant(self) -> str:
+        return variant_label(self.backend, self.mode, self.precision)
 
 
-def _seeded_input(batch: int, imgsz: tuple[int, int]) -> np.ndarray:
-    return np.random.default_rng(0).random((batch, 3, *imgsz), dtype=np.float32)
+def seeded_input(batch: int, imgsz: tuple[int, int], channels: int = 3) -> np.ndarray:
+    return np.random.default_rng(0).random((batch, channels, *imgsz), dtype=np.float32)
+
+
+def reset_peak_rss() -> bool:
+    """Start the process's peak resident memory afresh (Linux); False where it cannot be reset."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory since start, or since the last ``reset_peak_rss``."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 def _timed(runner, x: np.ndarray) -> float:
@@ -51,34 +124,45 @@ def _timed(runner, x: np.ndarray) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def bench(
-    runner,
-    model: str,
-    batch: int,
-    imgsz: tuple[int, int],
-    warmup: int = 10,
-    iters: int = 50,
-    threads: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> BenchResult:
-    """Time ``runner`` on a seeded input: ``warmup`` untimed runs, then ``iters`` timed ones."""
-    if warmup < 0 or iters < 1:
-        raise ValueError(f"need warmup >= 0 and iters >= 1, got {warmup} and {iters}")
-    x = _seeded_input(batch, imgsz)
-    first = _timed(runner, x)
-    total = warmup + iters
-    times = []
-    for i in range(total):
-        ms = _timed(runner, x)
-        if i >= warmup:
-            times.append(ms)
+def _warm(runner, x: np.ndarray, seconds: float) -> int:
+    runs, end = 0, time.perf_counter() + seconds
+    while runs == 0 or time.perf_counter() < end:
+        runner.run([x])
+        runs += 1
+    return runs
+
+
+def _timed_runs(runner, x: np.ndarray, budget: Budget, progress: Callable[[int, int], None] | None) -> list[float]:
+    times, start = [], time.perf_counter()
+    while len(times) < budget.iters or time.perf_counter() - start < budget.duration_s:
+        times.append(_timed(runner, x))
         if progress:
-            progress(i + 1, total)
-    stats = LatencyStats.of(np.array(times))
+            elapsed = time.perf_counter() - start
+            expected = max(budget.iters, round(len(times) * budget.duration_s / elapsed) if elapsed else 0)
+            progress(len(times), max(expected, len(times)))
+    return times
+
+
+def bench(runner, model: str, batch: int, imgsz: tuple[int, int], budget: Budget = Budget(),
+          threads: int | None = None, progress: Callable[[int, int], None] | None = None,
+          channels: int = 3) -> BenchResult:
+    """Time ``runner`` on a seeded input. A runner in throughput mode (OpenVINO's) keeps several requests
+    in flight (``pipelined``): its latency is per request and its throughput is images over wall time."""
+    x = seeded_input(batch, imgsz, channels)
+    first = _timed(runner, x)
+    warmup = _warm(runner, x, budget.warmup_s)
+    if getattr(runner, "mode", "") == "throughput":
+        times, seconds = runner.pipelined(x, budget.iters, budget.duration_s)
+        throughput = batch * len(times) / seconds
+    else:
+        times = _timed_runs(runner, x, budget, progress)
+        throughput = batch * 1e3 / float(np.median(times))
+    if progress:
+        progress(len(times), len(times))
     return BenchResult(
         model=model, backend=runner.backend, device=runner.device, precision=runner.precision, batch=batch,
-        imgsz=tuple(imgsz), threads=threads, warmup=warmup, iters=iters, first_ms=first, latency_ms=stats,
-        throughput=batch * 1e3 / stats.median,
+        imgsz=tuple(imgsz), threads=threads, warmup=warmup, iters=len(times), first_ms=first,
+        latency_ms=LatencyStats.of(np.array(times)), throughput=throughput, mode=getattr(runner, "mode", ""),
     )
 
 
@@ -88,13 +172,19 @@ class Comparison:
 
     latency_ms: dict[str, LatencyStats]
     ratio_to_first: dict[str, float]  # median over rounds of (runner's time / first runner's time)
+    rounds_ms: dict[str, list[float]] = field(default_factory=dict)
+
+    def ratio(self, name: str, to: str) -> tuple[float, float, float]:
+        """The median over rounds of (``name``'s time / ``to``'s time), and its 95 % interval."""
+        ratios = np.array(self.rounds_ms[name]) / np.array(self.rounds_ms[to])
+        return (float(np.median(ratios)), *median_interval(ratios))
 
 
 def compare(runners: dict, batch: int, imgsz: tuple[int, int], warmup: int = 10, iters: int = 100) -> Comparison:
     """Time ``runners`` interleaved on the same seeded input: ``warmup`` rounds untimed, then ``iters`` rounds."""
     if warmup < 0 or iters < 1 or not runners:
         raise ValueError(f"need runners, warmup >= 0 and iters >= 1, got {len(runners)}, {warmup} and {iters}")
-    x = _seeded_input(batch, imgsz)
+    x = seeded_input(batch, imgsz)
     times = {name: [] for name in runners}
     for i in range(warmup + iters):
         for name, runner in runners.items():
@@ -103,4 +193,4 @@ def compare(runners: dict, batch: int, imgsz: tuple[int, int], warmup: int = 10,
                 times[name].append(ms)
     first = np.array(next(iter(times.values())))
     return Comparison({k: LatencyStats.of(np.array(v)) for k, v in times.items()},
-                      {k: float(np.median(np.array(v) / first)) for k, v in times.items()})
+                      {k: float(np.median(np.array(v) / first)) for k, v in times.items()}, times)

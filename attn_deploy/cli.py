@@ -51,6 +51,14 @@ class LintTarget(str, Enum):
 
 class Device(str, Enum):
     cpu = "cpu"
+    cuda = "cuda"
+
+
+class BenchBackend(str, Enum):
+    torch = "torch"
+    ort = "ort"
+    openvino = "openvino"
+    trt = "trt"
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable result on stdout.")]
@@ -409,38 +417,130 @@ def verify(
         finish(pipeline.check(loaded, run, plan, step=step), as_json, junit)
 
 
-def run_bench(path: Path, batch: int | None, threads: int | None, warmup: int, iters: int):
-    from .bench import bench as time_runner
-    from .exporters import input_geometry, open_runner
-
-    runner = open_runner(path, threads=threads)
+def parse_batches(value: str) -> list[int]:
     try:
-        static_batch, imgsz = input_geometry(runner)
-        with progress_bar() as bar:
-            task = bar.add_task(f"Timing {path.name}", total=warmup + iters)
-            return time_runner(runner, path.stem, batch or static_batch, imgsz, warmup, iters, threads,
-                               progress=lambda done, total: bar.update(task, completed=done))
-    finally:
-        runner.close()
+        batches = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected batches like 1,8,32, got {value!r}") from None
+    if not batches or min(batches) < 1:
+        raise typer.BadParameter(f"expected positive batches like 1,8,32, got {value!r}")
+    return sorted(set(batches))
+
+
+def _job_lines():
+    """Progress for logs (stderr is not a terminal): one line each time a new job starts."""
+    started = set()
+
+    def update(text: str, done: int, total: int) -> None:
+        job = text.split(": run ")[0]
+        if job not in started:
+            started.add(job)
+            err.print(f"[{done}/{total}] {job}", highlight=False)
+
+    return update
+
+
+@contextlib.contextmanager
+def jobs_bar():
+    """Progress over bench jobs, ``update(description, done, total)``: a bar on a terminal, lines in a log."""
+    if not err.is_terminal:
+        yield _job_lines()
+        return
+    with progress_bar() as bar:
+        task = bar.add_task("Preparing", total=None)
+        yield lambda text, done, total: bar.update(task, description=text, completed=done, total=total)
+
+
+def show_bench(bench_report, directory: Path) -> None:
+    render(f"Latency on {bench_report.device} ({bench_report.machine['threads']} threads)",
+           report.bench_table(bench_report.results))
+    if bench_report.profiles:
+        render("Per-op profiles (batch of the first row)", report.profile_table(bench_report.profiles))
+    for check in bench_report.trust:
+        out.print(check.summary, highlight=False)
+    for note in bench_report.notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False)
+    out.print(f"Report written to {directory / 'report.md'}, results.json and the plots beside it")
+
+
+def run_study(plan, notes: list[str], directory: Path, models: list[Path] | None, as_json: bool) -> None:
+    from . import study
+
+    if models:
+        raise AttnDeployError("--zoo builds its own models; it takes no MODEL")
+    with jobs_bar() as update:
+        result = study.run(plan, notes, update)
+    bench = result.bench
+    plotted = dataclasses.replace(bench, results=[r for r in bench.results if r.model.startswith("yolov8n")],
+                                  profiles=[p for p in bench.profiles if p.model.endswith(" n-P4")])
+    report.write_study_report(directory, result, plotted)
+    if as_json:
+        return emit_json(result)
+    show_bench(result.bench, directory)
+    render("Claims", report.claims_table(result.claims))
 
 
 @app.command()
 @handled
 def bench(
-    exported: Annotated[Path, typer.Argument(help="An exported model (.onnx).")],
+    models: Annotated[list[Path] | None, typer.Argument(
+        help="Checkpoints (.pt, exported on the fly) or exported files (.onnx, OpenVINO directory, .engine). "
+        "Default: the demo's checkpoint.")] = None,
     device: Annotated[Device, typer.Option(help="Where to run.")] = Device.cpu,
-    batch: Annotated[int | None, typer.Option(min=1, help="Batch (dynamic exports; default: the export's).")] = None,
-    threads: ThreadsOpt = None,
-    warmup: Annotated[int, typer.Option(min=0, help="Untimed iterations first.")] = 10,
-    iters: Annotated[int, typer.Option(min=1, help="Timed iterations.")] = 50,
+    backend: Annotated[list[BenchBackend] | None, typer.Option(
+        help="Backends (repeatable; default: every one available for --device).")] = None,
+    batch: Annotated[str, typer.Option(help="Batches, comma-separated.")] = "1,8,32",
+    imgsz: ImgszOpt = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="Threads every runtime gets (default: "
+                                                "all logical cores, the same for every backend).")] = None,
+    warmup_s: Annotated[float | None, typer.Option(
+        min=0, help="Seconds of untimed runs first, at least one run (default 1; --zoo 0.2).")] = None,
+    iters: Annotated[int | None, typer.Option(
+        min=1, help="At least this many timed runs (default 10; --zoo 5)...")] = None,
+    duration_s: Annotated[float | None, typer.Option(
+        min=0, help="...and at least this many seconds of them (default 3; --zoo 0.5).")] = None,
+    zoo: Annotated[bool, typer.Option("--zoo", help="The efficiency study: every zoo module alone at the YOLOv8 "
+                                      "feature shapes and inside YOLOv8n/s, against no attention and MHSA.")] = False,
+    profile: Annotated[bool, typer.Option(help="Per-op profiles in onnxruntime and OpenVINO.")] = True,
+    trust: Annotated[bool, typer.Option("--trust", help="Check the harness against benchmark_app and a plain "
+                                        "onnxruntime loop on the first model.")] = False,
+    name: Annotated[str | None, typer.Option(
+        help="Report name: reports/NAME/ (default bench-DEVICE, zoo-DEVICE).")] = None,
+    output_dir: Annotated[Path, typer.Option(help="Where report directories go.")] = Path("reports"),
+    force: Annotated[bool, typer.Option(help="Replace an existing report directory.")] = False,
+    plugin: PluginOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    yaml: YamlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Latency and throughput of EXPORTED in onnxruntime on CPU."""
-    result = run_bench(exported, batch, threads, warmup, iters)
+    """Latency, throughput, memory and per-op profiles of MODELS on every backend, written to reports/NAME/.
+    With --zoo, the efficiency study of the attention zoo, ending with a claims table."""
+    from . import fixtures, suite
+    from .bench import Budget
+    from .study import BUDGET
+
+    missing = [str(p) for p in models or [] if not p.exists()]
+    if missing:
+        raise AttnDeployError(f"{', '.join(missing)} does not exist")
+    directory = output_dir / (name or f"{'zoo' if zoo else 'bench'}-{device.value}")
+    check_writable(directory, force)
+    given = {k: v for k, v in {"warmup_s": warmup_s, "iters": iters, "duration_s": duration_s}.items() if v is not None}
+    budget = dataclasses.replace(BUDGET if zoo else Budget(), **given)
+    variants, notes = suite.choose_variants(device.value, [b.value for b in backend] if backend else None)
+    plan = suite.Plan(device.value, variants, parse_batches(batch), threads or os.cpu_count(), budget, profile)
+    if zoo:
+        return run_study(plan, notes, directory, models, as_json)
+    if trust and not {"onnxruntime", "openvino"} & {v.backend for v in variants}:
+        raise AttnDeployError("--trust compares onnxruntime and OpenVINO timings; neither is among the backends")
+    paths = models or [fixtures.checkpoint("cga")]
+    with jobs_bar() as update:
+        result = suite.bench_models(paths, plan, parse_imgsz(imgsz) if imgsz else None, notes, trust,
+                                    lambda p: load_checkpoint(p, plugin, trust_checkpoint, yaml), step, update)
+    report.write_bench_report(directory, result, "attn-deploy bench")
     if as_json:
         emit_json(result)
     else:
-        render(f"Latency on {device.value} ({iters} iterations after {warmup} warm-up)", report.bench_table([result]))
+        show_bench(result, directory)
 
 
 @app.command()
@@ -467,7 +567,8 @@ def demo(
     """Export the trained YOLOv8n-CGA fixture to ONNX and OpenVINO, verify outputs and mAP, benchmark, report."""
     import shutil
 
-    from . import fixtures, pipeline
+    from . import fixtures, pipeline, suite
+    from .bench import Budget
     from .exporters import onnx
 
     started = time.perf_counter()
@@ -479,7 +580,9 @@ def demo(
     plan.onnx.imgsz = loaded.imgsz
     with data_yaml("shapes") as plan.data:
         run = pipeline.deploy(loaded, plan, step)
-    timing = run_bench(run.exports[0].path, None, None, 10, iters)
+    subject = suite.Subject(checkpoint.stem, loaded.imgsz, artefacts={"onnxruntime": run.exports[0].path})
+    timing = suite.time_variant(subject, suite.Variant("onnxruntime"), 1,
+                                suite.Plan(threads=os.cpu_count(), budget=Budget(0.5, iters, 0.0)))
     summary = report.write_demo_report(output_dir, run, timing, time.perf_counter() - started)
     if as_json:
         emit_json(summary)

@@ -14,6 +14,17 @@ def check_writable(path: Path, force: bool) -> None:
         raise AttnDeployError(f"{path} already exists; pass --force to overwrite it")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _as_if_created(path: Path, mode: int) -> None:
+    """mkstemp and mkdtemp make private files (0600, 0700); give the output the permissions ``open`` would."""
+    path.chmod(mode & ~_umask())
+
+
 def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -21,6 +32,7 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        _as_if_created(Path(tmp), 0o666)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -36,6 +48,7 @@ def write_dir_atomic(path: Path, write: Callable[[Path], object]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         write(tmp)
+        _as_if_created(tmp, 0o777)
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         os.replace(tmp, path)

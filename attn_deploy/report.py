@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .bench import BenchResult
-from .files import write_atomic
+from .files import write_atomic, write_dir_atomic
 from .parity import ParityReport
 
 Table = tuple[list[str], list[list[str]]]
@@ -29,7 +29,9 @@ def jsonable(obj: Any) -> Any:
 
 def _properties(obj: Any) -> dict:
     """The verdicts reports compute rather than store."""
-    return {name: getattr(obj, name) for name in ("passed", "reference", "delta", "delta50")
+    return {name: getattr(obj, name) for name in ("passed", "reference", "delta", "delta50", "noisy",
+                                                  "memory_bound_share", "compute_bound_share", "difference",
+                                                  "agrees")
             if isinstance(getattr(type(obj), name, None), property)}
 
 
@@ -42,17 +44,35 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine() -> dict:
-    """What the figures were measured on."""
+def _gpu() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine(threads: int | None = None) -> dict:
+    """What the figures were measured on: CPU, cores, the threads the runtimes were given, GPU, versions."""
     import onnxruntime
     import torch
 
     return {
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
+        "threads": threads or "runtime default",
+        "gpu": _gpu(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
+        **{name: _version(name) for name in ("openvino", "onnx", "ultralytics", "tensorrt")},
     }
 
 
@@ -67,13 +87,53 @@ def parity_table(report: ParityReport) -> Table:
 
 
 def bench_table(results: list[BenchResult]) -> Table:
-    headers = ["model", "backend", "batch", "threads", "median ms", "p90 ms", "p99 ms", "mean ms", "img/s"]
+    """Latency and throughput: the median with its 95 % interval, the spread, images per second."""
+    headers = ["model", "backend", "batch", "median ms [95% CI]", "mean", "p90", "p99", "min", "max", "std", "runs",
+               "img/s", "noisy"]
     rows = [
-        [r.model, r.backend, str(r.batch), str(r.threads or "default"), f"{r.latency_ms.median:.2f}",
-         f"{r.latency_ms.p90:.2f}", f"{r.latency_ms.p99:.2f}", f"{r.latency_ms.mean:.2f}", f"{r.throughput:.2f}"]
+        [r.model, r.variant, str(r.batch),
+         f"{r.latency_ms.median:.2f} [{r.latency_ms.median_ci[0]:.2f}, {r.latency_ms.median_ci[1]:.2f}]",
+         *(f"{getattr(r.latency_ms, k):.2f}" for k in ("mean", "p90", "p99", "min", "max", "std")),
+         str(r.iters), f"{r.throughput:.1f}", "YES" if r.latency_ms.noisy else "no"]
         for r in results
     ]
     return headers, rows
+
+
+def cost_table(results: list[BenchResult]) -> Table:
+    """What running costs besides latency: first inference, session creation or compile, memory, model size."""
+    headers = ["model", "backend", "batch", "first run ms", "session ms", "peak RSS MB", "file MB", "params M",
+               "GFLOPs/img"]
+    rows = [
+        [r.model, r.variant, str(r.batch), f"{r.first_ms:.1f}", _fmt(r.session_ms, ".0f"),
+         _fmt(r.peak_rss_mb, ".0f"), _fmt(r.model_info.get("file_mb"), ".2f"),
+         _fmt(r.model_info["params"] / 1e6 if r.model_info.get("params") else None, ".3f"),
+         _fmt(r.model_info.get("gflops"), ".2f")]
+        for r in results
+    ]
+    return headers, rows
+
+
+def profile_table(profiles: list) -> Table:
+    """Per model and backend: memory- and compute-bound shares, attention time, the three costliest op types."""
+    headers = ["model", "backend", "profiled ms", "memory-bound", "compute-bound", "attention ms", "attention %",
+               "top op types (ms)"]
+    rows = [
+        [p.model, p.backend, f"{p.profile.total_ms:.2f}", f"{100 * p.profile.memory_bound_share:.1f} %",
+         f"{100 * p.profile.compute_bound_share:.1f} %",
+         f"{p.attention_ms:.3f}" if p.attention_blocks else "-",
+         f"{100 * p.attention_share:.1f} %" if p.attention_blocks else "-",
+         ", ".join(f"{k} {v:.2f}" for k, v in list(p.profile.by_type.items())[:3])]
+        for p in profiles
+    ]
+    return headers, rows
+
+
+def blocks_table(profile) -> Table:
+    """One profile's time per model block, the attention blocks marked."""
+    rows = [[block + (" (attention)" if block in profile.attention_blocks else ""), f"{ms:.3f}",
+             f"{100 * ms / profile.profile.total_ms:.1f} %"] for block, ms in profile.profile.by_block.items()]
+    return ["block", "ms", "share"], rows
 
 
 def ops_change(before: dict[str, int] | None, after: dict[str, int] | None) -> str:
@@ -233,3 +293,133 @@ def _localised(report: ParityReport) -> str:
 
 def write_junit(path: Path, run) -> Path:
     return write_atomic(Path(path), lambda tmp: tmp.write_text(junit_xml(run)))
+
+
+def machine_lines(facts: dict) -> str:
+    return "\n".join(f"- {k}: {v}" for k, v in facts.items())
+
+
+def _bench_summary(bench) -> str:
+    b = bench.budget
+    lines = [f"- device: {bench.device}; threads: {bench.threads or 'runtime default'}",
+             f"- each row: at least {b.warmup_s:g} s of warm-up runs (one at least), then at least {b.iters} timed "
+             f"runs and {b.duration_s:g} s of them; latency is per call, throughput is images per second "
+             "(OpenVINO's throughput mode: requests in flight over wall time)",
+             "- the median's 95 % interval comes from order statistics; a row is noisy when the interval reaches "
+             "more than 5 % from the median"]
+    return "\n".join(lines + [f"- note: {n}" for n in bench.notes])
+
+
+def bench_sections(bench, plots: dict[str, str], blocks: bool = True) -> dict[str, str]:
+    """The Markdown sections every bench report has, in order."""
+    sections = {"Summary": _bench_summary(bench),
+                "Latency and throughput": markdown_table(bench_table(bench.results)),
+                "First run, session, memory, size": markdown_table(cost_table(bench.results)),
+                "Plots": "\n".join(f"![{title}]({name})" for title, name in plots.items())}
+    if bench.profiles:
+        sections["Per-op profiles"] = markdown_table(profile_table(bench.profiles)) + "\n\n" + "\n\n".join(
+            f"**{p.model} · {p.backend}**, by block:\n\n" + markdown_table(blocks_table(p)) for p in bench.profiles
+            if p.attention_blocks and blocks)
+    if bench.trust:
+        sections["Trust checks"] = "\n".join(f"- {c.summary}; `{c.command}`" for c in bench.trust)
+    return sections
+
+
+def write_plots(directory: Path, bench) -> dict[str, str]:
+    """latency.png, throughput.png and, with profiles, ops.png in ``directory``; returns {title: file name}."""
+    from . import plots
+
+    made = {"latency per backend": plots.latency(bench.results, directory / "latency.png").name,
+            "throughput against batch": plots.throughput(bench.results, directory / "throughput.png").name}
+    if bench.profiles:
+        made["time per op type"] = plots.op_types(bench.profiles, directory / "ops.png").name
+    return made
+
+
+def write_bench_report(directory: Path, bench, title: str) -> Path:
+    """``results.json``, ``report.md`` and the plots, written into ``directory`` whole (it is replaced)."""
+    def write(tmp: Path) -> None:
+        sections = {**bench_sections(bench, write_plots(tmp, bench)), "Machine": machine_lines(bench.machine)}
+        write_json(tmp / "results.json", bench)
+        write_markdown(tmp / "report.md", title, sections)
+
+    return write_dir_atomic(Path(directory), write)
+
+
+def _by_subject(bench) -> tuple[list[str], dict, dict, dict]:
+    """Variant labels, medians by (subject, label), profiles by (subject, backend), and each subject's first row."""
+    labels = list(dict.fromkeys(r.variant for r in bench.results))
+    medians = {(r.model, r.variant): r.latency_ms.median for r in bench.results}
+    profiles = {(p.model, p.backend): p for p in bench.profiles}
+    first = {r.model: r for r in reversed(bench.results)}
+    return labels, medians, profiles, first
+
+
+def modules_table(bench, names: list[str]) -> Table:
+    """Each module alone: parameters, GFLOPs, median ms per backend, memory-bound share per profile."""
+    labels, medians, profiles, first = _by_subject(bench)
+    backends = list(dict.fromkeys(p.backend for p in bench.profiles))
+    headers = ["module", "shape", "params", "GFLOPs", *(f"{v} ms" for v in labels),
+               *(f"memory-bound ({b})" for b in backends)]
+    rows = []
+    for name in names:
+        info = first[name].model_info
+        module, shape = name.split(" ", 1)
+        rows.append([module, shape, str(info["params"]), _fmt(info["gflops"], ".3f"),
+                     *(_fmt(medians.get((name, v)), ".3f") for v in labels),
+                     *(f"{100 * profiles[name, b].profile.memory_bound_share:.0f} %" if (name, b) in profiles else "-"
+                       for b in backends)])
+    return headers, rows
+
+
+def _overhead(found) -> str:
+    return f"({found.ms:+.2f} ms, {100 * found.share:+.1f} %)" if found else "(baseline)"
+
+
+def detectors_table(bench, overheads: list) -> Table:
+    """Each detector: size, median ms per backend with its overhead against no attention, attention time."""
+    labels, medians, profiles, first = _by_subject(bench)
+    names = [n for n in dict.fromkeys(r.model for r in bench.results) if n.startswith("yolov8")]
+    extra = {(f"yolov8{o.scale}-{o.module}", o.backend): o for o in overheads}
+    backends = list(dict.fromkeys(p.backend for p in bench.profiles))
+    headers = ["detector", "params M", "GFLOPs", *(f"{v} ms (overhead)" for v in labels),
+               *(f"attention ({b})" for b in backends)]
+    rows = []
+    for name in names:
+        info = first[name].model_info
+        cells = [f"{medians[name, v]:.2f} " + _overhead(extra.get((name, v))) for v in labels]
+        attention = [f"{profiles[name, b].attention_ms:.2f} ms, {100 * profiles[name, b].attention_share:.1f} %"
+                     if (name, b) in profiles and profiles[name, b].attention_blocks else "-" for b in backends]
+        rows.append([name, f"{info['params'] / 1e6:.3f}", _fmt(info["gflops"], ".2f"), *cells, *attention])
+    return headers, rows
+
+
+def claims_table(claims: list) -> Table:
+    return ["claim", "measured", "verdict", "why"], [[c.claim, c.measured, c.verdict, c.reason] for c in claims]
+
+
+def write_study_report(directory: Path, study, plotted) -> Path:
+    """The ``bench --zoo`` report: modules alone, inside the detectors, every timing, and the claims table last.
+    ``plotted`` is the part of the bench report the plots show (a few dozen bars, not hundreds)."""
+    bench = study.bench
+    alone = [n for n in dict.fromkeys(r.model for r in bench.results) if not n.startswith("yolov8")]
+    head = {
+        "What was measured": (
+            "Every zoo module alone at the YOLOv8 feature maps of a 640x640 input (P3 80x80, P4 40x40, P5 20x20; "
+            "channels n: 64/128/256, s: 128/256/512), and inside YOLOv8n and YOLOv8s after SPPF at P5, against no "
+            "attention (`none`) and plain MHSA (`mhsa`). Batch 1. Detectors of one scale are timed interleaved, one "
+            "run of each per round, and the overhead is the median per-round ratio to `none`. "
+            f"Wall time of the study: {study.seconds / 60:.1f} min."),
+        "Modules alone": markdown_table(modules_table(bench, alone)),
+        "Inside YOLOv8 at P5": markdown_table(detectors_table(bench, study.overheads)),
+    }
+    tail = {"Claims": markdown_table(claims_table(study.claims))}
+
+    def write(tmp: Path) -> None:
+        plots = write_plots(tmp, plotted)
+        sections = {**head, **bench_sections(bench, plots, blocks=False), **tail,
+                    "Machine": machine_lines(bench.machine)}
+        write_json(tmp / "results.json", study)
+        write_markdown(tmp / "report.md", "attn-deploy bench --zoo: what attention costs on this machine", sections)
+
+    return write_dir_atomic(Path(directory), write)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from attn_deploy import fixtures, load
-from attn_deploy.bench import bench
+from attn_deploy.bench import Budget, bench
 from attn_deploy.data import shapes_data
 from attn_deploy.exporters import mixed_precision, open_runner
 from attn_deploy.exporters import onnx as onnx_backend
@@ -44,7 +44,8 @@ def latency(stem: Path) -> list[dict]:
     rows = []
     for label, suffix, precision in TIMED:
         runner = open_runner(stem.with_name(stem.name + suffix), threads=2, ov_precision=precision)
-        result = bench(runner, stem.name, 1, runner_imgsz(runner), warmup=20, iters=200, threads=2)
+        result = bench(runner, stem.name, 1, runner_imgsz(runner), Budget(warmup_s=1.0, iters=200, duration_s=0.0),
+                       threads=2)
         runner.close()
         rows.append({"backend": label, "median ms": round(result.latency_ms.median, 3),
                      "p90 ms": round(result.latency_ms.p90, 3), "images/s": round(result.throughput, 1)})

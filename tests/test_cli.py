@@ -110,11 +110,14 @@ def test_blocked_export_is_one_clear_error(fork_checkpoints, tmp_path):
     assert not (tmp_path / "cca.onnx").exists()
 
 
-def test_bench_json(cga_onnx):
-    result = invoke("bench", cga_onnx, "--device", "cpu", "--threads", "2", "--warmup", "1", "--iters", "3", "--json")
+def test_bench_json(cga_onnx, tmp_path):
+    result = invoke("bench", cga_onnx, "--device", "cpu", "--backend", "ort", "--batch", "1", "--threads", "2",
+                    "--warmup-s", "0", "--iters", "3", "--duration-s", "0", "--no-profile", "--output-dir", tmp_path,
+                    "--json")
     assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
-    assert data["threads"] == 2 and data["iters"] == 3 and data["latency_ms"]["median"] > 0
+    (row,) = json.loads(result.stdout)["results"]
+    assert row["threads"] == 2 and row["iters"] >= 3 and row["latency_ms"]["median"] > 0
+    assert (tmp_path / "bench-cpu" / "results.json").exists()
 
 
 def test_zoo_lists_every_module_and_yaml():
@@ -130,7 +133,7 @@ def test_zoo_lists_every_module_and_yaml():
         (["export", "{ckpt}", "--imgsz", "abc"], "expected one int"),
         (["export", "{ckpt}", "--imgsz", "100", "-o", "{tmp}/x.onnx"], "multiples of the model stride"),
         (["bench", "{tmp}/none.onnx"], "does not exist"),
-        (["bench", "{ckpt}"], "unsupported model type"),
+        (["bench", "{evil}", "--output-dir", "{tmp}"], "allow-list"),
         (["export", "{evil}"], "allow-list"),
         (["export", "{ckpt}", "--target", "tflite"], "tflite"),
     ],

@@ -150,11 +150,6 @@ def _redirected(fds: tuple[int, ...], target: int):
             os.close(copy_)
 
 
-def _native_stdout_to_stderr():
-    """onnxsim's C++ core prints warnings on file descriptor 1; keep stdout for results."""
-    return _redirected((1,), 2)
-
-
 @contextlib.contextmanager
 def _native_output_silenced():
     with open(os.devnull, "w") as devnull, _redirected((1, 2), devnull.fileno()):
@@ -165,7 +160,9 @@ def _simplify(model_onnx, notes: list[str]):
     import onnxsim
 
     try:
-        with _native_stdout_to_stderr():
+        # its C++ core prints a line per node it cannot fold (hundreds in a dynamic or rewritten graph) on
+        # stdout, which belongs to --json; its failures raise, and are noted
+        with _native_output_silenced():
             simplified, ok = onnxsim.simplify(model_onnx)
         if ok:
             return simplified
@@ -302,13 +299,17 @@ class Runner:
     backend = "onnxruntime"
     device = "cpu"
 
-    def __init__(self, path: Path, threads: int | None = None):
+    def __init__(self, path: Path, threads: int | None = None, profiling: bool = False):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        self.profile_dir = tempfile.TemporaryDirectory() if profiling else None
+        if profiling:
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(self.profile_dir.name) / "ort")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:
@@ -318,6 +319,7 @@ class Runner:
         half = args.get("half", False) or self.input.type == "tensor(float16)"
         self.precision = "int8" if args.get("int8") else "fp16" if half else "fp32"
         self.version = ort.__version__
+        self.runs = 0
 
     @property
     def input_shape(self) -> list:
@@ -333,7 +335,26 @@ class Runner:
         if len(fixed) != x.ndim or any(isinstance(d, int) and d != s for d, s in zip(fixed, x.shape)):
             raise AttnDeployError(f"input of shape {tuple(x.shape)} does not fit the model's input {fixed}")
         dtype = np.float16 if self.input.type == "tensor(float16)" else np.float32
+        self.runs += 1
         return self.session.run(None, {self.input.name: x.astype(dtype, copy=False)})
+
+    def op_times(self, x: np.ndarray, runs: int) -> list[tuple[str, str, float]]:
+        """(node, op type, ms per run) over ``runs`` more runs, from session profiling (needs ``profiling=True``).
+
+        The profile holds every run since the session opened; each node's earlier occurrences are dropped."""
+        import json
+
+        earlier = self.runs
+        for _ in range(runs):
+            self.run([x])
+        events = json.loads(Path(self.session.end_profiling()).read_text())
+        seen: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+        for e in events:
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                seen[(e["name"].removesuffix("_kernel_time"), e["args"]["op_name"])].append(e["dur"] / 1e3)
+        return [(name, kind, sum(ms[earlier:]) / runs) for (name, kind), ms in seen.items() if ms[earlier:]]
 
     def close(self) -> None:
         self.session = None
+        if self.profile_dir:
+            self.profile_dir.cleanup()

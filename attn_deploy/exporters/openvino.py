@@ -9,6 +9,7 @@ hint get that. ``Runner(precision="fp32")`` sets the f32 inference-precision hin
 ``Runner(precision=None)`` keeps the device's default, whose error parity reports separately.
 """
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,7 +127,8 @@ class Runner:
 
     backend = "openvino"
 
-    def __init__(self, path: Path, device: str = "CPU", precision: str | None = "fp32", threads: int | None = None):
+    def __init__(self, path: Path, device: str = "CPU", precision: str | None = "fp32", threads: int | None = None,
+                 mode: str = "latency", batch: int | None = None, profiling: bool = False):
         import openvino as ov
 
         self.xml = _xml(Path(path))
@@ -135,11 +137,11 @@ class Runner:
             raise AttnDeployError(f"OpenVINO device {device} is not available here; available: "
                                   f"{', '.join(core.available_devices)}")
         self.model = core.read_model(self.xml)
-        config = {"INFERENCE_PRECISION_HINT": "f32"} if precision == "fp32" else {}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
+        if batch and self.model.input().get_partial_shape()[0].is_dynamic:
+            self.model.reshape([batch, *self.model.input().get_partial_shape()[1:]])
+        self.mode = mode
         try:
-            self.compiled = core.compile_model(self.model, device, config)
+            self.compiled = core.compile_model(self.model, device, _config(precision, threads, mode, profiling))
         except Exception as e:
             raise AttnDeployError(f"OpenVINO cannot compile {self.xml} for {device}: {str(e).splitlines()[0]}") from e
         self.device = device
@@ -147,6 +149,7 @@ class Runner:
         self.precision = "int8" if _quantized(self.model) else "fp16" if (
             _has_fp16_weights(self.model) and self.inference_precision == "fp32") else self.inference_precision
         self.version = ov.get_version()
+        self.request = None
 
     def _inference_precision(self) -> str:
         try:
@@ -165,15 +168,78 @@ class Runner:
         data = yaml.safe_load(sidecar.read_text()) if sidecar.exists() else {}
         return {k: str(v) for k, v in (data or {}).items()}
 
-    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def _checked(self, inputs: list[np.ndarray]) -> np.ndarray:
         import openvino as ov
 
         x = inputs[0].astype(np.float32, copy=False)
         shape = self.model.input().get_partial_shape()
         if not shape.compatible(ov.PartialShape(list(x.shape))):
             raise AttnDeployError(f"input of shape {tuple(x.shape)} does not fit the model's input {shape}")
-        results = self.compiled(x)
+        return x
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        self.request = self.request or self.compiled.create_infer_request()
+        results = self.request.infer(self._checked(inputs))
         return [np.asarray(results[out]) for out in self.compiled.outputs]
 
+    def pipelined(self, x: np.ndarray, iters: int, seconds: float) -> tuple[list[float], float]:
+        """Keep the device's optimal number of requests in flight for at least ``iters`` requests and ``seconds``;
+        returns each request's latency (ms) and the wall time (s). The oldest request is waited for and
+        restarted in turn (no Python callbacks: they deadlock against the GIL when the model is released)."""
+        import openvino as ov
+
+        tensor = ov.Tensor(self._checked([x]))
+        requests = [self.compiled.create_infer_request()
+                    for _ in range(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))]
+        latencies: list[float] = []
+        start = time.perf_counter()
+        for request in requests:
+            request.set_input_tensor(tensor)
+            request.start_async()
+        sent = len(requests)
+        while sent < iters or time.perf_counter() - start < seconds:
+            request = requests[sent % len(requests)]
+            request.wait()
+            latencies.append(request.latency)
+            request.start_async()
+            sent += 1
+        for request in requests:
+            request.wait()
+            latencies.append(request.latency)
+        return latencies, time.perf_counter() - start
+
+    def _fused_matmuls(self) -> set[str]:
+        """The ``Subgraph`` layers that fused a MatMul: the CPU plugin fuses element-wise chains into them, and
+        also whole MatMul-Softmax-MatMul attention blocks."""
+        fused = set()
+        for op in self.compiled.get_runtime_model().get_ops():
+            info = op.get_rt_info()
+            if info["layerType"].astype(str) == "Subgraph" and "MatMul" in info["originalLayersNames"].astype(str):
+                fused.add(op.get_friendly_name())
+        return fused
+
+    def op_times(self, x: np.ndarray, runs: int) -> list[tuple[str, str, float]]:
+        """(layer, type, ms per run) over ``runs`` runs, from the per-layer counters (needs ``profiling=True``).
+        A Subgraph that fused a MatMul is typed ``Subgraph+MatMul``."""
+        fused = self._fused_matmuls()
+        totals: dict[tuple[str, str], float] = {}
+        for _ in range(runs):
+            self.run([x])
+            for p in self.request.profiling_info:
+                if p.status.name == "EXECUTED":
+                    key = (p.node_name, "Subgraph+MatMul" if p.node_name in fused else p.node_type)
+                    totals[key] = totals.get(key, 0.0) + p.real_time.total_seconds() * 1e3
+        return [(name, kind, ms / runs) for (name, kind), ms in totals.items()]
+
     def close(self) -> None:
-        self.compiled = self.model = None
+        self.request = self.compiled = self.model = None
+
+
+def _config(precision: str | None, threads: int | None, mode: str, profiling: bool) -> dict:
+    """Compile options: the f32 hint for "fp32", the performance hint of ``mode``, threads, per-layer counters."""
+    config = {"PERFORMANCE_HINT": mode.upper(), "PERF_COUNT": profiling}
+    if precision == "fp32":
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return config

@@ -19,13 +19,17 @@ class Runner:
 
     backend = "torch"
     device = "cpu"
+    mode = "eager"
 
-    def __init__(self, model: nn.Module, precision: str = "fp32", semantics: str = "eager"):
+    def __init__(self, model: nn.Module, precision: str = "fp32", semantics: str = "eager", threads: int | None = None):
         self.precision, self.semantics = precision, semantics
         dtype = DTYPES[precision]
         self.model = model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
         self.dtype = dtype
         self.version = torch.__version__
+        self.threads_before = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         with torch.no_grad(), run_as(self.semantics):
@@ -35,6 +39,7 @@ class Runner:
 
     def close(self) -> None:
         self.model = None
+        torch.set_num_threads(self.threads_before)
 
 
 def run_as(semantics: str):
@@ -66,3 +71,54 @@ def module_outputs(model: nn.Module, x: np.ndarray, paths: list[str],
         for h in hooks:
             h.remove()
     return outputs
+
+
+class CudaRunner:
+    """Runs a detector on a CUDA device in fp32 or fp16, eagerly or replaying a captured CUDA graph.
+
+    Inputs and outputs cross to and from the host on every run, as they do for TensorRT's runner.
+    """
+
+    backend = "torch"
+    device = "cuda"
+
+    def __init__(self, model: nn.Module, precision: str = "fp32", graphs: bool = False):
+        from ..errors import AttnDeployError
+
+        if not torch.cuda.is_available():
+            raise AttnDeployError("--device cuda: torch sees no CUDA device here")
+        self.precision, self.mode = precision, "cuda-graph" if graphs else "eager"
+        self.dtype = {"fp32": torch.float32, "fp16": torch.float16}[precision]
+        self.model = copy.deepcopy(model).to("cuda", self.dtype).eval()
+        self.graph = self.static_in = self.static_out = None
+        self.version = torch.__version__
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+    def _capture(self, x: torch.Tensor) -> None:
+        self.static_in = x.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up before capture, on a side stream as torch.cuda.graphs asks
+            for _ in range(3):
+                self._forward(self.static_in)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.static_out = self._forward(self.static_in)
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        x = torch.from_numpy(inputs[0]).to("cuda", self.dtype)
+        with torch.no_grad():
+            if self.mode == "eager":
+                return [self._forward(x).float().cpu().numpy()]
+            if self.static_in is None or self.static_in.shape != x.shape:
+                self._capture(x)
+            self.static_in.copy_(x)
+            self.graph.replay()
+            return [self.static_out.float().cpu().numpy()]
+
+    def close(self) -> None:
+        self.model = self.graph = self.static_in = self.static_out = None

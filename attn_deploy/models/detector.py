@@ -1,4 +1,5 @@
-"""Seeded YOLOv8 detectors built from the shipped zoo YAMLs: the test fixtures and the demo model."""
+"""Seeded YOLOv8 detectors built from the shipped zoo YAMLs (the test fixtures, the demo model, the study's
+detectors), the plain YOLOv8 they are compared with, and each zoo module alone as its YAML configures it."""
 
 import torch
 import yaml
@@ -47,12 +48,23 @@ def _calibrate_norms(model: nn.Module, generator: torch.Generator, imgsz: int = 
     model.eval()
 
 
+NO_ATTENTION = "none"  # the plain YOLOv8 of ultralytics' own yolov8.yaml
+
+
+def _cfg(name: str) -> dict:
+    if name == NO_ATTENTION:
+        from ultralytics.nn.tasks import yaml_model_load
+
+        return dict(yaml_model_load("yolov8n.yaml"))
+    return yaml.safe_load(ZOO[name].yaml.read_text())
+
+
 def build_detector(name: str, scale: str = "n", nc: int = 80, seed: int = 0) -> nn.Module:
-    """A YOLOv8 ``scale`` detector with zoo module ``name`` at P5, seeded and with live attention."""
+    """A YOLOv8 ``scale`` detector with zoo module ``name`` at P5 (or ``none``), seeded and with live attention."""
     from ultralytics.nn.tasks import DetectionModel
 
     registry.register()
-    cfg = yaml.safe_load(ZOO[name].yaml.read_text())
+    cfg = _cfg(name)
     cfg.update(scale=scale, nc=nc, yaml_file=f"yolov8{scale}-{name}.yaml")
     torch.manual_seed(seed)
     model = DetectionModel(cfg, nc=nc, verbose=False)
@@ -60,3 +72,13 @@ def build_detector(name: str, scale: str = "n", nc: int = 80, seed: int = 0) -> 
     _wake_zero_parameters(model, generator)
     _calibrate_norms(model, generator)
     return model
+
+
+def build_module(name: str, channels: int, seed: int = 0) -> nn.Module:
+    """Zoo module ``name`` alone for ``channels`` input channels, with the arguments its YAML gives it, in eval."""
+    cfg = _cfg(name)
+    row = next(r for r in cfg["backbone"] + cfg["head"] if r[2] == ZOO[name].module.__name__)
+    torch.manual_seed(seed)
+    module = nn.Sequential(ZOO[name].module(channels, *row[3]))
+    _wake_zero_parameters(module, torch.Generator().manual_seed(seed))
+    return module.eval()

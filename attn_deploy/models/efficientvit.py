@@ -104,6 +104,9 @@ class LocalWindowAttention(nn.Module):
     def __init__(self, dim, key_dim=16, num_heads=4, attn_ratio=4, resolution=14, window_resolution=7,
                  kernels=(5, 5, 5, 5)):
         super().__init__()
+        # EfficientViT's blocks pass attn_ratio = dim / (key_dim * heads): each head's value is then as wide as
+        # the channels it takes, which the cascade's sum needs. None asks for that, at any width.
+        attn_ratio = dim // (key_dim * num_heads) if attn_ratio is None else attn_ratio
         self.dim = dim
         self.num_heads = num_heads
         self.resolution = resolution

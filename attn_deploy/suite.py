@@ -1,0 +1,370 @@
+"""The bench plan: every model on every backend variant at every batch, timed by ``bench`` and profiled per op.
+
+A model is a checkpoint (exported on the fly to the backends asked for) or an exported artefact (run by its
+own backend). ``Subject`` is what one model offers the runners; ``Variant`` is one way of running it.
+"""
+
+import contextlib
+import dataclasses
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from .bench import BenchResult, Budget, bench, peak_rss_mb, reset_peak_rss, seeded_input, variant_label
+from .errors import AttnDeployError
+from .profile import OpProfile, profile
+
+BACKENDS = {"torch": "torch", "ort": "onnxruntime", "openvino": "openvino", "trt": "tensorrt"}
+PROFILED = ("onnxruntime", "openvino")
+ARTEFACT_BACKEND = {"onnx": "onnxruntime", "openvino": "openvino", "trt": "tensorrt"}  # exporters.backend_of -> runner
+Progress = Callable[[str, int, int], None]  # (what is running, jobs done, jobs in all)
+Step = Callable[[str], contextlib.AbstractContextManager]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way to run a model: a backend, its mode (torch: eager or CUDA graph; OpenVINO: its performance hint)
+    and the precision it computes in."""
+
+    backend: str
+    mode: str = ""
+    precision: str = "fp32"
+
+    @property
+    def label(self) -> str:
+        return variant_label(self.backend, self.mode, self.precision)
+
+
+VARIANTS = {
+    "cpu": (Variant("torch", "eager"), Variant("onnxruntime"), Variant("openvino", "latency"),
+            Variant("openvino", "throughput")),
+    "cuda": (Variant("torch", "eager"), Variant("torch", "cuda-graph"), Variant("torch", "eager", "fp16"),
+             Variant("torch", "cuda-graph", "fp16"), Variant("tensorrt", precision="fp16")),
+}
+
+
+def unavailable(backend: str, device: str) -> str | None:
+    """Why ``backend`` cannot run on ``device`` here, or None."""
+    if backend not in {v.backend for v in VARIANTS[device]}:
+        return f"{backend} does not run on --device {device} in attn-deploy"
+    if backend == "tensorrt":
+        from .exporters import tensorrt
+
+        return tensorrt.missing()
+    if device == "cuda":
+        import torch
+
+        return None if torch.cuda.is_available() else "torch sees no CUDA device here"
+    return None
+
+
+def choose_variants(device: str, backends: list[str] | None) -> tuple[list[Variant], list[str]]:
+    """The variants to run, and why each default backend left out is not run. A backend asked for by name that
+    cannot run is an error."""
+    asked = [BACKENDS[b] for b in backends] if backends else list(dict.fromkeys(v.backend for v in VARIANTS[device]))
+    reasons = {b: unavailable(b, device) for b in asked}
+    if backends and any(reasons.values()):
+        raise AttnDeployError("; ".join(f"--backend {b}: {r}" for b, r in reasons.items() if r))
+    chosen = [v for v in VARIANTS[device] if v.backend in asked and not reasons[v.backend]]
+    if not chosen:
+        raise AttnDeployError(f"no backend can run on --device {device} here: "
+                              + "; ".join(f"{b}: {r}" for b, r in reasons.items() if r))
+    return chosen, [f"{b} not measured: {r}" for b, r in reasons.items() if r]
+
+
+@dataclass
+class Subject:
+    """One model to time: its PyTorch module (None for an artefact given alone) and its artefact per backend."""
+
+    name: str
+    imgsz: tuple[int, int]
+    model: nn.Module | None = None
+    artefacts: dict[str, Path] = field(default_factory=dict)
+    params: int | None = None
+    gflops: float | None = None  # per image
+    blocks: list[str] = field(default_factory=list)  # the attention blocks (``model.10``), for the profiles
+    channels: int = 3
+
+    def file_mb(self, backend: str) -> float | None:
+        path = self.artefacts.get(backend)
+        if path is None:
+            return None
+        return sum(f.stat().st_size for f in (path.rglob("*") if path.is_dir() else [path]) if f.is_file()) / 2**20
+
+
+def count_flops(model: nn.Module, x) -> float:
+    """GFLOPs of one forward pass (multiply and add counted apart), by torch's FLOP counter."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the counter cannot see inside the fused MHA kernel
+    try:
+        with torch.no_grad(), counter:
+            model(x)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    return counter.get_total_flops() / 1e9
+
+
+def describe(subject: Subject) -> Subject:
+    """Fill in parameters and GFLOPs from the PyTorch module."""
+    import torch
+
+    x = torch.from_numpy(seeded_input(1, subject.imgsz, subject.channels))
+    subject.params = sum(p.numel() for p in subject.model.parameters())
+    subject.gflops = count_flops(subject.model, x)
+    return subject
+
+
+def attention_blocks(model: nn.Module) -> list[str]:
+    """The YOLO blocks (``model.10``) that hold a zoo attention module."""
+    from .models import ZOO
+
+    zoo_types = tuple({e.module for e in ZOO.values()})
+    paths = [name for name, m in model.named_modules() if isinstance(m, zoo_types)]
+    return list(dict.fromkeys(".".join(p.split(".")[:2]) for p in paths))
+
+
+@dataclass
+class ModelProfile:
+    """One model's per-op profile on one backend, with the time inside its attention blocks."""
+
+    model: str
+    backend: str
+    batch: int
+    profile: OpProfile
+    attention_blocks: list[str]
+    attention_ms: float
+    attention_share: float
+
+
+@dataclass
+class BenchReport:
+    device: str
+    budget: Budget
+    threads: int | None
+    results: list[BenchResult] = field(default_factory=list)
+    profiles: list[ModelProfile] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    machine: dict = field(default_factory=dict)
+    trust: list = field(default_factory=list)
+
+    @property
+    def noisy_results(self) -> list[BenchResult]:
+        return [r for r in self.results if r.latency_ms.noisy]
+
+
+@dataclass
+class Plan:
+    device: str = "cpu"
+    variants: list[Variant] = field(default_factory=list)
+    batches: list[int] = field(default_factory=lambda: [1])
+    threads: int | None = None
+    budget: Budget = field(default_factory=Budget)
+    profile: bool = True
+    profile_runs: int = 10
+
+
+def open_variant(subject: Subject, variant: Variant, batch: int, plan: Plan, profiling: bool = False):
+    """A runner for ``subject`` as ``variant`` runs it on ``plan.device``, at ``batch``."""
+    from .exporters import onnx, openvino, tensorrt
+    from .exporters import torch as torch_backend
+
+    if variant.backend == "torch" and plan.device == "cpu":
+        return torch_backend.Runner(subject.model, threads=plan.threads)
+    if variant.backend == "torch":
+        return torch_backend.CudaRunner(subject.model, variant.precision, variant.mode == "cuda-graph")
+    path = subject.artefacts[variant.backend]
+    if variant.backend == "onnxruntime":
+        return onnx.Runner(path, plan.threads, profiling)
+    if variant.backend == "openvino":
+        return openvino.Runner(path, threads=plan.threads, mode=variant.mode or "latency", batch=batch,
+                               profiling=profiling)
+    return tensorrt.Runner(path)
+
+
+def runnable(subject: Subject, variant: Variant) -> bool:
+    return subject.model is not None if variant.backend == "torch" else variant.backend in subject.artefacts
+
+
+def time_variant(subject: Subject, variant: Variant, batch: int, plan: Plan,
+                 progress: Callable[[int, int], None] | None = None) -> BenchResult:
+    """Open, time and close one runner; session time and peak memory are measured around it."""
+    reset_peak_rss()
+    start = time.perf_counter()
+    runner = open_variant(subject, variant, batch, plan)
+    session_ms = (time.perf_counter() - start) * 1e3
+    try:
+        result = bench(runner, subject.name, batch, subject.imgsz, plan.budget, plan.threads, progress,
+                       subject.channels)
+    finally:
+        runner.close()
+    source = "checkpoint" if variant.backend == "torch" else variant.backend
+    return dataclasses.replace(result, session_ms=session_ms, peak_rss_mb=peak_rss_mb(),
+                               model_info={"file_mb": subject.file_mb(source), "params": subject.params,
+                                           "gflops": subject.gflops})
+
+
+def profile_subject(subject: Subject, backend: str, batch: int, plan: Plan, runs: int = 10) -> ModelProfile:
+    """The per-op profile of ``subject`` on ``backend`` (onnxruntime or OpenVINO in its latency mode)."""
+    runner = open_variant(subject, Variant(backend, "latency" if backend == "openvino" else ""), batch, plan,
+                          profiling=True)
+    try:
+        found = profile(runner, seeded_input(batch, subject.imgsz, subject.channels), runs)
+    finally:
+        runner.close()
+    ms, share = found.inside(subject.blocks)
+    return ModelProfile(subject.name, backend, batch, found, subject.blocks, ms, share)
+
+
+def jobs(subjects: list[Subject], plan: Plan) -> list[tuple[Subject, Variant, int]]:
+    return [(s, v, b) for s in subjects for v in plan.variants for b in plan.batches if runnable(s, v)]
+
+
+def to_profile(subjects: list[Subject], plan: Plan) -> list[tuple[Subject, str]]:
+    """(subject, backend) for each profiled backend that ``plan`` runs and the subject has an artefact for."""
+    return [(s, b) for s in subjects for b in PROFILED if plan.profile and b in s.artefacts
+            and any(v.backend == b for v in plan.variants)]
+
+
+def run(subjects: list[Subject], plan: Plan, report: BenchReport, progress: Progress | None = None) -> BenchReport:
+    """Time every runnable (subject, variant, batch), then profile each subject on the profiled backends."""
+    todo = jobs(subjects, plan)
+    profiled = to_profile(subjects, plan)
+    total = len(todo) + len(profiled)
+    for i, (subject, variant, batch) in enumerate(todo):
+        what = f"{subject.name} · {variant.label} · batch {batch}"
+        tick = (lambda done, n, what=what, i=i: progress(f"{what}: run {done}/{n}", i, total)) if progress else None
+        report.results.append(time_variant(subject, variant, batch, plan, tick))
+    for j, (subject, backend) in enumerate(profiled):
+        if progress:
+            progress(f"{subject.name} · profiling {backend}", len(todo) + j, total)
+        report.profiles.append(profile_subject(subject, backend, plan.batches[0], plan, plan.profile_runs))
+    if progress:
+        progress("done", total, total)
+    if report.noisy_results:
+        report.notes.append(f"{len(report.noisy_results)} of {len(report.results)} timings were noisy: the 95 % "
+                            "interval of the median reaches more than 5 % from it; close other work and run again")
+    return report
+
+
+def _batch_options(batches: list[int]) -> tuple[int, bool]:
+    """One export serves every batch: static at a single batch, else with a dynamic batch axis."""
+    return (batches[0], False) if len(batches) == 1 else (1, True)
+
+
+def from_checkpoint(loaded, plan: Plan, imgsz: tuple[int, int], workdir: Path, step: Step) -> tuple[Subject, list[str]]:
+    """A checkpoint's subject, exported on the fly by the deploy pipeline (so each export is parity-checked) to
+    the backends that ``plan`` runs besides torch."""
+    from . import pipeline
+    from .exporters import onnx, openvino, tensorrt
+
+    loaded.check_input(imgsz, max(plan.batches))
+    subject = describe(Subject(loaded.source.stem, imgsz, loaded.model, {"checkpoint": loaded.source},
+                               blocks=attention_blocks(loaded.model)))
+    backends = {v.backend for v in plan.variants} - {"torch"}
+    if not backends:
+        return subject, []
+    batch, dynamic = _batch_options(plan.batches)
+    output = workdir / f"{subject.name}.onnx"
+    targets = [t for t, b in (("openvino", "openvino"), ("trt", "tensorrt")) if b in backends]
+    deploy = pipeline.Plan(targets, output, onnx.OnnxOptions(imgsz, batch, dynamic, force=True), half="trt" in targets,
+                           trt=tensorrt.TensorRTOptions(max_batch=max(plan.batches)))
+    run = pipeline.deploy(loaded, deploy, step)
+    subject.artefacts.update({"onnxruntime": output, "openvino": openvino.model_dir(output),
+                              "tensorrt": output.with_suffix(".engine")})
+    subject.artefacts = {k: v for k, v in subject.artefacts.items() if v.exists()}
+    return subject, [f"{subject.name}: the export for {p.backend} ({p.precision}) "
+                     f"{'passed' if p.passed else 'FAILED'} parity against PyTorch" for p in run.parity if p.gating]
+
+
+def _onnx_params(path: Path) -> int:
+    import onnx
+
+    return sum(int(np.prod(t.dims)) for t in onnx.load(str(path)).graph.initializer)
+
+
+def from_artefact(path: Path, plan: Plan, imgsz: tuple[int, int] | None, workdir: Path,
+                  step: Step) -> tuple[Subject, list[str]]:
+    """An exported file's subject: run by its own backend, and an ONNX file also converted for OpenVINO and
+    built for TensorRT when ``plan`` runs them."""
+    from .exporters import backend_of, input_geometry, open_runner, openvino, tensorrt
+
+    runner = open_runner(path)
+    static_batch, own = input_geometry(runner)
+    dynamic = not isinstance(runner.input_shape[0], int)
+    runner.close()
+    if imgsz and tuple(imgsz) != own:
+        raise AttnDeployError(f"{path} takes {own[0]}x{own[1]} images; --imgsz {imgsz[0]},{imgsz[1]} differs")
+    if not dynamic and plan.batches != [static_batch]:
+        raise AttnDeployError(f"{path} has a static batch of {static_batch}; pass --batch {static_batch}, or "
+                              "export with --dynamic")
+    kind = backend_of(path)
+    name = path.stem if path.is_file() else path.name.removesuffix("_openvino_model")
+    subject = Subject(name, own, artefacts={ARTEFACT_BACKEND[kind]: path})
+    notes = [] if kind != "onnx" else [f"{name}: exported file, parameters counted from its initializers; no GFLOPs "
+                                       "without the checkpoint"]
+    if kind == "onnx":
+        subject.params = _onnx_params(path)
+        wanted = {v.backend for v in plan.variants}
+        if "openvino" in wanted:
+            with step(f"Converting {path.name} to OpenVINO IR"):
+                subject.artefacts["openvino"] = openvino.export(path, workdir / f"{name}_openvino_model",
+                                                                openvino.OpenVINOOptions()).path
+        if "tensorrt" in wanted:
+            # TensorRT 11 is strongly typed: an fp32 ONNX builds an fp32 engine
+            precision = "fp32" if tensorrt.strongly_typed() else "fp16"
+            options = tensorrt.TensorRTOptions(precision, dynamic=dynamic, max_batch=max(plan.batches))
+            with step(f"Building a TensorRT engine from {path.name}"):
+                built = tensorrt.export(path, workdir / f"{name}.engine", options, {})
+            subject.artefacts["tensorrt"] = built.path
+    return subject, notes
+
+
+def skipped(subjects: list[Subject], plan: Plan) -> list[str]:
+    return [f"{s.name}: {v.label} not run: " + ("torch needs the checkpoint" if v.backend == "torch" else
+                                                 f"there is no {v.backend} artefact of it")
+            for s in subjects for v in plan.variants if not runnable(s, v)]
+
+
+def prepare(paths: list[Path], plan: Plan, imgsz: tuple[int, int] | None, workdir: Path, step: Step,
+            load: Callable[[Path], object]) -> tuple[list[Subject], list[str]]:
+    """A subject per model path: checkpoints (``.pt``, loaded by ``load``) are exported on the fly into ``workdir``."""
+    subjects, notes = [], []
+    for path in paths:
+        if path.suffix == ".pt":
+            loaded = load(path)
+            subject, said = from_checkpoint(loaded, plan, imgsz or loaded.imgsz or (640, 640), workdir, step)
+        else:
+            subject, said = from_artefact(path, plan, imgsz, workdir, step)
+        subjects.append(subject)
+        notes += said
+    names = [s.name for s in subjects]
+    if len(set(names)) < len(names):
+        raise AttnDeployError(f"two models share a name ({', '.join(names)}); rename one so their rows differ")
+    return subjects, notes + skipped(subjects, plan)
+
+
+def bench_models(paths: list[Path], plan: Plan, imgsz: tuple[int, int] | None, notes: list[str], trust: bool,
+                 load: Callable[[Path], object], step: Step, progress: Progress | None = None) -> BenchReport:
+    """The bench command: prepare every model, time and profile it, and with ``trust`` check the harness against
+    benchmark_app and a plain onnxruntime loop on the first model."""
+    from . import trust as trust_checks
+    from .report import machine
+
+    report = BenchReport(plan.device, plan.budget, plan.threads, notes=list(notes), machine=machine(plan.threads))
+    with tempfile.TemporaryDirectory() as tmp:
+        subjects, said = prepare(paths, plan, imgsz, Path(tmp), step, load)
+        report.notes += said
+        run(subjects, plan, report, progress)
+        if trust:
+            with step("Checking the harness against benchmark_app and a plain onnxruntime loop"):
+                report.trust = trust_checks.check(subjects[0], plan)
+    return report
