@@ -171,8 +171,13 @@ class Comparison:
     """Latency of runners timed in turn, one run each per round, so that load on the machine hits all alike."""
 
     latency_ms: dict[str, LatencyStats]
-    ratio_to_first: dict[str, float]  # median over rounds of (runner's time / first runner's time)
-    rounds_ms: dict[str, list[float]] = field(default_factory=dict)
+    rounds_ms: dict[str, list[float]]
+
+    @property
+    def ratio_to_first(self) -> dict[str, float]:
+        """The median over rounds of (runner's time / first runner's time), per runner."""
+        first = next(iter(self.rounds_ms))
+        return {name: self.ratio(name, first)[0] for name in self.rounds_ms}
 
     def ratio(self, name: str, to: str) -> tuple[float, float, float]:
         """The median over rounds of (``name``'s time / ``to``'s time), and its 95 % interval."""
@@ -191,6 +196,4 @@ def compare(runners: dict, batch: int, imgsz: tuple[int, int], warmup: int = 10,
             ms = _timed(runner, x)
             if i >= warmup:
                 times[name].append(ms)
-    first = np.array(next(iter(times.values())))
-    return Comparison({k: LatencyStats.of(np.array(v)) for k, v in times.items()},
-                      {k: float(np.median(np.array(v) / first)) for k, v in times.items()}, times)
+    return Comparison({k: LatencyStats.of(np.array(v)) for k, v in times.items()}, times)
