@@ -118,7 +118,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
-def _timed(runner, x: np.ndarray) -> float:
+def time_run(runner, x: np.ndarray) -> float:
+    """Milliseconds of one ``runner.run`` on ``x``."""
     start = time.perf_counter()
     runner.run([x])
     return (time.perf_counter() - start) * 1e3
@@ -135,7 +136,7 @@ def _warm(runner, x: np.ndarray, seconds: float) -> int:
 def _timed_runs(runner, x: np.ndarray, budget: Budget, progress: Callable[[int, int], None] | None) -> list[float]:
     times, start = [], time.perf_counter()
     while len(times) < budget.iters or time.perf_counter() - start < budget.duration_s:
-        times.append(_timed(runner, x))
+        times.append(time_run(runner, x))
         if progress:
             elapsed = time.perf_counter() - start
             expected = max(budget.iters, round(len(times) * budget.duration_s / elapsed) if elapsed else 0)
@@ -149,7 +150,7 @@ def bench(runner, model: str, batch: int, imgsz: tuple[int, int], budget: Budget
     """Time ``runner`` on a seeded input. A runner in throughput mode (OpenVINO's) keeps several requests
     in flight (``pipelined``): its latency is per request and its throughput is images over wall time."""
     x = seeded_input(batch, imgsz, channels)
-    first = _timed(runner, x)
+    first = time_run(runner, x)
     warmup = _warm(runner, x, budget.warmup_s)
     if getattr(runner, "mode", "") == "throughput":
         times, seconds = runner.pipelined(x, budget.iters, budget.duration_s)
@@ -193,7 +194,7 @@ def compare(runners: dict, batch: int, imgsz: tuple[int, int], warmup: int = 10,
     times = {name: [] for name in runners}
     for i in range(warmup + iters):
         for name, runner in runners.items():
-            ms = _timed(runner, x)
+            ms = time_run(runner, x)
             if i >= warmup:
                 times[name].append(ms)
     return Comparison({k: LatencyStats.of(np.array(v)) for k, v in times.items()}, times)

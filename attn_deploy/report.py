@@ -253,7 +253,7 @@ def write_demo_report(directory: Path, run, timing: BenchResult, seconds: float)
     sections[f"Parity against PyTorch fp32: {'passed' if run.passed else 'FAILED'}"] = "\n\n".join(
         [markdown_table(summary_table(run.parity))] + [markdown_table(parity_table(p)) for p in run.parity])
     sections["onnxruntime CPU latency"] = markdown_table(bench_table([timing]))
-    sections["Machine"] = "\n".join(f"- {k}: {v}" for k, v in summary["machine"].items())
+    sections["Machine"] = machine_lines(summary["machine"])
     sections["Wall time"] = f"{seconds:.1f} s"
     write_markdown(directory / "report.md", "attn-deploy demo: YOLOv8n-CGA", sections)
     return summary
@@ -346,19 +346,20 @@ def write_bench_report(directory: Path, bench, title: str) -> Path:
     return write_dir_atomic(Path(directory), write)
 
 
-def _by_subject(bench) -> tuple[list[str], dict, dict, dict]:
-    """Variant labels, medians by (subject, label), profiles by (subject, backend), and each subject's first row."""
+def _by_subject(bench) -> tuple[list[str], list[str], dict, dict, dict]:
+    """Variant labels, profiled backends, medians by (subject, label), profiles by (subject, backend), and each
+    subject's first row."""
     labels = list(dict.fromkeys(r.variant for r in bench.results))
+    backends = list(dict.fromkeys(p.backend for p in bench.profiles))
     medians = {(r.model, r.variant): r.latency_ms.median for r in bench.results}
     profiles = {(p.model, p.backend): p for p in bench.profiles}
     first = {r.model: r for r in reversed(bench.results)}
-    return labels, medians, profiles, first
+    return labels, backends, medians, profiles, first
 
 
 def modules_table(bench, names: list[str]) -> Table:
     """Each module alone: parameters, GFLOPs, median ms per backend, memory-bound share per profile."""
-    labels, medians, profiles, first = _by_subject(bench)
-    backends = list(dict.fromkeys(p.backend for p in bench.profiles))
+    labels, backends, medians, profiles, first = _by_subject(bench)
     headers = ["module", "shape", "params", "GFLOPs", *(f"{v} ms" for v in labels),
                *(f"memory-bound ({b})" for b in backends)]
     rows = []
@@ -378,10 +379,9 @@ def _overhead(found) -> str:
 
 def detectors_table(bench, overheads: list) -> Table:
     """Each detector: size, median ms per backend with its overhead against no attention, attention time."""
-    labels, medians, profiles, first = _by_subject(bench)
+    labels, backends, medians, profiles, first = _by_subject(bench)
     names = [n for n in dict.fromkeys(r.model for r in bench.results) if n.startswith("yolov8")]
     extra = {(f"yolov8{o.scale}-{o.module}", o.backend): o for o in overheads}
-    backends = list(dict.fromkeys(p.backend for p in bench.profiles))
     headers = ["detector", "params M", "GFLOPs", *(f"{v} ms (overhead)" for v in labels),
                *(f"attention ({b})" for b in backends)]
     rows = []

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from . import suite
-from .bench import BenchResult, Budget, Comparison, LatencyStats, compare, seeded_input
+from .bench import BenchResult, Budget, Comparison, LatencyStats, compare, seeded_input, time_run
 from .checkpoint import LoadedModel
 from .models import ZOO
 from .models.detector import NO_ATTENTION, build_detector, build_module
@@ -152,7 +152,7 @@ def _time_detectors(subjects: list[Subject], variant: Variant, plan: Plan) -> tu
         runners[s.name] = suite.open_variant(s, variant, 1, plan)
         opened[s.name] = (time.perf_counter() - start) * 1e3
     try:
-        first = {s.name: _first_run(runners[s.name], s) for s in subjects}
+        first = {s.name: time_run(runners[s.name], seeded_input(1, s.imgsz)) for s in subjects}
         timed = compare(runners, 1, (IMGSZ, IMGSZ), warmup=WARMUP_ROUNDS, iters=max(ROUNDS, plan.budget.iters))
     finally:
         for r in runners.values():
@@ -165,12 +165,6 @@ def _time_detectors(subjects: list[Subject], variant: Variant, plan: Plan) -> tu
                         model_info={"file_mb": s.file_mb(variant.backend), "params": s.params, "gflops": s.gflops})
             for s in subjects]
     return rows, timed
-
-
-def _first_run(runner, subject: Subject) -> float:
-    start = time.perf_counter()
-    runner.run([seeded_input(1, subject.imgsz)])
-    return (time.perf_counter() - start) * 1e3
 
 
 def _overheads(subjects: list[Subject], rows: list[BenchResult], timed: Comparison, scale: str,

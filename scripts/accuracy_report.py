@@ -20,7 +20,7 @@ from attn_deploy.exporters import mixed_precision, open_runner
 from attn_deploy.exporters import onnx as onnx_backend
 from attn_deploy.parity import parity_inputs
 from attn_deploy.pipeline import Deployment, Plan, check, deploy
-from attn_deploy.report import machine, markdown_table, summary_table, write_json, write_markdown
+from attn_deploy.report import machine, machine_lines, markdown_table, summary_table, write_json, write_markdown
 
 OUT = Path("reports/accuracy")
 NAMES = ("cga", "simam")
@@ -113,7 +113,7 @@ def main() -> int:
             markdown_table((["INT8 speed-up", "fp32 median ms", "int8 median ms", "speed-up"],
                             speedups(result["latency"]))),
         ])
-    sections["Machine"] = "\n".join(f"- {k}: {v}" for k, v in machine().items())
+    sections["Machine"] = machine_lines(machine())
     write_markdown(OUT / "report.md", "Accuracy parity (mAP) of the trained fixtures, and INT8", sections)
     return 0 if all(r["passed"] for r in results.values()) else 1
 

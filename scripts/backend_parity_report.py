@@ -23,7 +23,7 @@ from attn_deploy.models import ZOO
 from attn_deploy.models.detector import build_detector
 from attn_deploy.parity import Detections, parity_inputs
 from attn_deploy.pipeline import Plan, deploy
-from attn_deploy.report import machine, markdown_table, summary_row, write_json, write_markdown
+from attn_deploy.report import machine, machine_lines, markdown_table, summary_row, write_json, write_markdown
 
 OUT = Path("reports/backends")
 DETECTIONS = Detections(conf=0.0)
@@ -89,7 +89,7 @@ def main() -> None:
         "Broken export: caught and localised": markdown_table(
             (["module", "perturbed initializer", "parity caught it", "first departing module", "right module"],
              broken)),
-        "Machine": "\n".join(f"- {k}: {v}" for k, v in machine().items()) + f"\n- wall time: {seconds:.0f} s",
+        "Machine": machine_lines(machine()) + f"\n- wall time: {seconds:.0f} s",
     })
 
 

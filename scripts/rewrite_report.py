@@ -18,7 +18,7 @@ from attn_deploy import save_checkpoint, verify_export
 from attn_deploy.bench import compare
 from attn_deploy.models import ZOO
 from attn_deploy.models.detector import build_detector
-from attn_deploy.report import machine, markdown_table, ops_change, write_json, write_markdown
+from attn_deploy.report import machine, machine_lines, markdown_table, ops_change, write_json, write_markdown
 
 OUT = Path("reports/rewrite")
 ITERS, WARMUP, THREADS = 150, 10, 1
@@ -97,7 +97,7 @@ def main() -> None:
                   "ratio is the noise floor. Parity: max abs over seed0, seed1, bus.jpg, "
                   "zidane.jpg on the (1, 84, 8400) output, against eager PyTorch fp32 (true shifts where eager "
                   "diverges).",
-        "Machine": "\n".join(f"- {k}: {v}" for k, v in machine().items()),
+        "Machine": machine_lines(machine()),
     })
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from attn_deploy import AttnDeployError, OnnxOptions, export_onnx, load, save_checkpoint, verify_export
 from attn_deploy.models import ZOO
 from attn_deploy.models.detector import build_detector
-from attn_deploy.report import machine, markdown_table, write_json, write_markdown
+from attn_deploy.report import machine, machine_lines, markdown_table, write_json, write_markdown
 
 OUT = Path("reports/zoo-onnx")
 
@@ -40,7 +40,7 @@ def main() -> None:
                r.get("error", "-")] for r in rows])
     write_markdown(OUT / "report.md", "Zoo ONNX export and parity (YOLOv8n, 640, batch 1, seed 0)", {
         "Results": markdown_table(table),
-        "Machine": "\n".join(f"- {k}: {v}" for k, v in machine().items()),
+        "Machine": machine_lines(machine()),
     })
 
 
