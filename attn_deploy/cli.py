@@ -206,7 +206,7 @@ def parse_targets(value: str) -> list[str]:
 
 
 def load_checkpoint(path: Path, plugins, trust: bool, yaml):
-    from .checkpoint import load
+    from .loading import load
 
     with step(f"Loading {path}"):
         loaded = load(path, plugins=plugins or [], trust=trust, yaml=yaml)
@@ -464,7 +464,7 @@ def show_bench(bench_report, directory: Path) -> None:
 
 
 def run_study(plan, notes: list[str], directory: Path, models: list[Path] | None, as_json: bool) -> None:
-    from . import study
+    from .bench import study
 
     if models:
         raise AttnDeployError("--zoo builds its own models; it takes no MODEL")
@@ -515,9 +515,9 @@ def bench(
 ) -> None:
     """Latency, throughput, memory and per-op profiles of MODELS on every backend, written to reports/NAME/.
     With --zoo, the efficiency study of the attention zoo, ending with a claims table."""
-    from . import fixtures, suite
-    from .bench import Budget
-    from .study import BUDGET
+    from . import fixtures
+    from .bench import Budget, suite
+    from .bench.study import BUDGET
 
     missing = [str(p) for p in models or [] if not p.exists()]
     if missing:
@@ -567,8 +567,8 @@ def demo(
     """Export the trained YOLOv8n-CGA fixture to ONNX and OpenVINO, verify outputs and mAP, benchmark, report."""
     import shutil
 
-    from . import fixtures, pipeline, suite
-    from .bench import Budget
+    from . import fixtures, pipeline
+    from .bench import Budget, suite
     from .exporters import onnx
 
     started = time.perf_counter()

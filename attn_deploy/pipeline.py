@@ -18,13 +18,14 @@ from pathlib import Path
 
 from . import data, parity
 from .accuracy import MAP_TOLERANCES, AccuracyCheck
-from .checkpoint import LoadedModel
+from .loading import LoadedModel
 from .errors import AttnDeployError
-from .exporters import ExportResult, localise_export, mixed_precision, onnx, openvino, qdq, tensorrt, verify_export
+from .exporters import ExportResult, mixed_precision, onnx, openvino, qdq, tensorrt
 from .exporters import torch as torch_backend
 from .files import check_writable
 from .lint import LintReport, lint
 from .parity import TOLERANCES, Detections, ParityReport, Tolerance
+from .verify import localise_export, verify_export
 
 TARGETS = ("onnx", "openvino", "trt")
 LINT_TARGET = {"onnx": "ort", "openvino": "openvino", "trt": "trt"}

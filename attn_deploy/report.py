@@ -2,13 +2,12 @@
 
 import dataclasses
 import json
-import os
-import platform
 from pathlib import Path
 from typing import Any
 
-from .bench import BenchResult
+from .bench.harness import BenchResult
 from .files import write_atomic, write_dir_atomic
+from .machine import machine
 from .parity import ParityReport
 
 Table = tuple[list[str], list[list[str]]]
@@ -33,47 +32,6 @@ def _properties(obj: Any) -> dict:
                                                   "memory_bound_share", "compute_bound_share", "difference",
                                                   "agrees")
             if isinstance(getattr(type(obj), name, None), property)}
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def _gpu() -> str:
-    import torch
-
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-
-
-def _version(package: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def machine(threads: int | None = None) -> dict:
-    """What the figures were measured on: CPU, cores, the threads the runtimes were given, GPU, versions."""
-    import onnxruntime
-    import torch
-
-    return {
-        "cpu": cpu_name(),
-        "cores": os.cpu_count(),
-        "threads": threads or "runtime default",
-        "gpu": _gpu(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        **{name: _version(name) for name in ("openvino", "onnx", "ultralytics", "tensorrt")},
-    }
 
 
 def parity_table(report: ParityReport) -> Table:
@@ -327,7 +285,7 @@ def bench_sections(bench, plots: dict[str, str], blocks: bool = True) -> dict[st
 
 def write_plots(directory: Path, bench) -> dict[str, str]:
     """latency.png, throughput.png and, with profiles, ops.png in ``directory``; returns {title: file name}."""
-    from . import plots
+    from .bench import plots
 
     made = {"latency per backend": plots.latency(bench.results, directory / "latency.png").name,
             "throughput against batch": plots.throughput(bench.results, directory / "throughput.png").name}

@@ -14,13 +14,14 @@ import time
 from pathlib import Path
 
 from attn_deploy import fixtures, load
-from attn_deploy.bench import Budget, bench
+from attn_deploy.bench.harness import Budget, bench
 from attn_deploy.data import shapes_data
 from attn_deploy.exporters import mixed_precision, open_runner
 from attn_deploy.exporters import onnx as onnx_backend
 from attn_deploy.parity import parity_inputs
 from attn_deploy.pipeline import Deployment, Plan, check, deploy
-from attn_deploy.report import machine, machine_lines, markdown_table, summary_table, write_json, write_markdown
+from attn_deploy.machine import machine
+from attn_deploy.report import machine_lines, markdown_table, summary_table, write_json, write_markdown
 
 OUT = Path("reports/accuracy")
 NAMES = ("cga", "simam")

@@ -18,12 +18,14 @@ import numpy as np
 import onnx
 
 from attn_deploy import load, save_checkpoint
-from attn_deploy.exporters import localise_export, mixed_precision, onnx as onnx_backend, verify_export
+from attn_deploy.exporters import mixed_precision, onnx as onnx_backend
+from attn_deploy.verify import localise_export, verify_export
 from attn_deploy.models import ZOO
 from attn_deploy.models.detector import build_detector
 from attn_deploy.parity import Detections, parity_inputs
 from attn_deploy.pipeline import Plan, deploy
-from attn_deploy.report import machine, machine_lines, markdown_table, summary_row, write_json, write_markdown
+from attn_deploy.machine import machine
+from attn_deploy.report import machine_lines, markdown_table, summary_row, write_json, write_markdown
 
 OUT = Path("reports/backends")
 DETECTIONS = Detections(conf=0.0)

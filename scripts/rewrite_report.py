@@ -15,10 +15,11 @@ from pathlib import Path
 
 from attn_deploy import AttnDeployError, OnnxOptions, export_onnx, lint, load, open_runner, rewrite
 from attn_deploy import save_checkpoint, verify_export
-from attn_deploy.bench import compare
+from attn_deploy.bench.harness import compare
 from attn_deploy.models import ZOO
 from attn_deploy.models.detector import build_detector
-from attn_deploy.report import machine, machine_lines, markdown_table, ops_change, write_json, write_markdown
+from attn_deploy.machine import machine
+from attn_deploy.report import machine_lines, markdown_table, ops_change, write_json, write_markdown
 
 OUT = Path("reports/rewrite")
 ITERS, WARMUP, THREADS = 150, 10, 1

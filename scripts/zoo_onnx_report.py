@@ -10,7 +10,8 @@ from pathlib import Path
 from attn_deploy import AttnDeployError, OnnxOptions, export_onnx, load, save_checkpoint, verify_export
 from attn_deploy.models import ZOO
 from attn_deploy.models.detector import build_detector
-from attn_deploy.report import machine, machine_lines, markdown_table, write_json, write_markdown
+from attn_deploy.machine import machine
+from attn_deploy.report import machine_lines, markdown_table, write_json, write_markdown
 
 OUT = Path("reports/zoo-onnx")
 

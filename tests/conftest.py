@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from attn_deploy.checkpoint import save_checkpoint
+from attn_deploy.loading import save_checkpoint
 from attn_deploy.models import ZOO
 from attn_deploy.models.detector import build_detector
 

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from attn_deploy import load
 from attn_deploy.cli import app
-from attn_deploy.exporters import localise_export, mixed_precision, open_runner, openvino, verify_export
+from attn_deploy.exporters import mixed_precision, open_runner, openvino
+from attn_deploy.verify import localise_export, verify_export
 from attn_deploy.exporters.onnx import read_metadata
 from attn_deploy.parity import TOLERANCES, Detections, compare_detections, parity_inputs
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from attn_deploy.bench import Budget, bench, compare, median_interval, peak_rss_mb, reset_peak_rss
-from attn_deploy.checkpoint import load
+from attn_deploy.bench.harness import Budget, bench, compare, median_interval, peak_rss_mb, reset_peak_rss
+from attn_deploy.loading import load
 from attn_deploy.exporters import open_runner, openvino
 from attn_deploy.exporters.onnx import OnnxOptions, export
 

@@ -6,9 +6,10 @@ import pytest
 from ultralytics import YOLO
 from ultralytics.utils import ASSETS
 
-from attn_deploy.checkpoint import load
+from attn_deploy.loading import load
 from attn_deploy.errors import AttnDeployError
-from attn_deploy.exporters import open_runner, verify_export
+from attn_deploy.exporters import open_runner
+from attn_deploy.verify import verify_export
 from attn_deploy.exporters.onnx import OnnxOptions, export
 
 # What the published forms do before the rewrite engine exists: the op that stops the export, or

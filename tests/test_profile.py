@@ -2,10 +2,10 @@
 
 import pytest
 
-from attn_deploy.bench import seeded_input
-from attn_deploy.checkpoint import load
+from attn_deploy.bench.harness import seeded_input
+from attn_deploy.loading import load
 from attn_deploy.exporters import onnx, openvino
-from attn_deploy.profile import aggregate, block_of, op_class, profile
+from attn_deploy.bench.profile import aggregate, block_of, op_class, profile
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_op_classes_and_blocks():
 
 
 def test_openvino_names_subgraphs_that_fused_attention(tmp_path):
-    from attn_deploy import study
+    from attn_deploy.bench import study
 
     mhsa = study.module_subject("mhsa", "n", "P4", tmp_path)
     runner = openvino.Runner(mhsa.artefacts["openvino"], threads=2, profiling=True)

@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from attn_deploy import parity
-from attn_deploy.checkpoint import load
+from attn_deploy.loading import load
 from attn_deploy.errors import AttnDeployError
-from attn_deploy.exporters import open_runner, verify_export
+from attn_deploy.exporters import open_runner
+from attn_deploy.verify import verify_export
 from attn_deploy.exporters import torch as torch_backend
 from attn_deploy.exporters.onnx import OnnxOptions, export, module_to_onnx
 from attn_deploy.lint import lint

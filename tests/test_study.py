@@ -4,7 +4,8 @@ import dataclasses
 
 import pytest
 
-from attn_deploy import report, study, suite
+from attn_deploy import report
+from attn_deploy.bench import study, suite
 
 VERDICTS = {"holds", "does not hold", "not measurable here"}
 

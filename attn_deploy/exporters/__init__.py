@@ -58,33 +58,6 @@ def open_runner(path: Path, threads: int | None = None, ov_device: str = "CPU", 
     return tensorrt.Runner(path)
 
 
-def verify_export(path: Path, loaded, tolerances: dict | None = None, threads: int | None = None,
-                  semantics: str = "eager", detections=None, ov_device: str = "CPU", ov_precision: str | None = "fp32",
-                  accuracy=None):
-    """Parity of the exported ``path`` against the original model, at the artefact's own input shape.
-
-    ``semantics`` is the rewrite report's ``reference``: ``true-shift`` where eager PyTorch's in-place
-    shifts cannot be trusted. ``tolerances`` maps precisions to tolerances (default ``parity.TOLERANCES``);
-    the artefact's precision picks one. ``accuracy`` (an ``accuracy.AccuracyCheck``) adds its mAP.
-    """
-    from .. import parity
-    from . import torch as torch_backend
-
-    candidate = open_runner(path, threads, ov_device, ov_precision)
-    batch, imgsz = input_geometry(candidate)
-    inputs = parity.parity_inputs(imgsz, batch)
-    reference = torch_backend.Runner(loaded.model, semantics=semantics)
-    exact = torch_backend.Runner(loaded.model, precision="fp64", semantics=semantics)
-    try:
-        tolerance = (tolerances or parity.TOLERANCES)[candidate.precision]
-        report = parity.verify(reference, candidate, inputs, tolerance, exact=exact,
-                               detections=detections or parity.Detections())
-        report.accuracy = accuracy.compare(candidate, imgsz, batch) if accuracy else None
-        return report
-    finally:
-        candidate.close()
-
-
 def probe_source(path: Path) -> Path:
     """The ONNX file an artefact was built from: itself, or the same-stem ``.onnx`` beside it (``.fp16.onnx``
     for a TensorRT 11 fp16 engine, which is built from the mixed-precision file)."""
@@ -102,7 +75,7 @@ def probe_source(path: Path) -> Path:
     return source
 
 
-def _probe_runner(path: Path, probe_onnx: Path, workdir: Path, ov_device: str, ov_precision: str | None):
+def probe_runner(path: Path, probe_onnx: Path, workdir: Path, ov_device: str, ov_precision: str | None):
     """A runner of the same backend and precision as ``path``, built from ``probe_onnx`` (extra outputs)."""
     backend = backend_of(path)
     if backend == "onnx":
@@ -119,36 +92,6 @@ def _probe_runner(path: Path, probe_onnx: Path, workdir: Path, ov_device: str, o
     options = tensorrt.TensorRTOptions(precision=tensorrt.engine_precision(header))
     built = tensorrt.export(probe_onnx, workdir / "probe.engine", options, header)
     return tensorrt.Runner(built.path)
-
-
-def localise_export(path: Path, loaded, input_name: str, tolerance, semantics: str = "eager",
-                    ov_device: str = "CPU", ov_precision: str | None = "fp32"):
-    """Expose every YOLO block's and attention module's output in ``path``'s graph; name the first that departs."""
-    import tempfile
-
-    import onnx as onnx_lib
-
-    from .. import parity
-    from ..models import ZOO
-    from . import onnx, torch as torch_backend
-
-    path = Path(path)
-    source = onnx_lib.load(str(probe_source(path)))
-    zoo_types = tuple({e.module for e in ZOO.values()})
-    paths = [name for name, m in loaded.model.named_modules()
-             if name.count(".") == 1 and name.startswith("model.") or isinstance(m, zoo_types)]
-    tensors = onnx.module_outputs(source, paths)
-    with tempfile.TemporaryDirectory() as tmp:
-        probe, probed = Path(tmp) / "probe.onnx", onnx.with_outputs(source, list(tensors.values()))
-        onnx_lib.save(probed, probe)
-        runner = _probe_runner(path, probe, Path(tmp), ov_device, ov_precision)
-        batch, imgsz = input_geometry(runner)
-        x = parity.parity_inputs(imgsz, batch)[input_name]
-        outputs = dict(zip([o.name for o in probed.graph.output], runner.run([x])))
-        runner.close()
-    reference = torch_backend.module_outputs(loaded.model, x, paths, semantics)
-    candidate = {p: outputs[t] for p, t in tensors.items() if t in outputs}
-    return parity.localise(input_name, reference, candidate, tolerance)
 
 
 def input_geometry(runner) -> tuple[int, tuple[int, int]]:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import LoadedModel
+from ..loading import LoadedModel
 from ..errors import AttnDeployError
 from ..files import check_writable, write_atomic
 from . import ExportResult

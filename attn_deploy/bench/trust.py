@@ -6,13 +6,14 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .bench import seeded_input
-from .errors import AttnDeployError
+from ..errors import AttnDeployError
+from .harness import seeded_input
 
 AGREEMENT = 0.10
 
@@ -97,33 +98,33 @@ def _abba(ours, theirs) -> tuple[float, float, list[float]]:
     return (runs[0] + runs[3]) / 2, (runs[1] + runs[2]) / 2, runs
 
 
-def check(subject, plan) -> list[TrustCheck]:
-    """Time ``subject`` (a ``suite.Subject``) with the harness and with each trusted tool in the order ours, theirs,
-    theirs, ours, at ``plan``'s first batch and threads, each for at least 3 s after at least 2 s of warm-up (a
-    runtime's first model in a process runs slower for a while: its memory pools and thread pool are cold)."""
+def check(subject, plan, time_ours: Callable[[str, object], float]) -> list[TrustCheck]:
+    """Time ``subject`` (a ``suite.Subject``) with the harness (``time_ours(backend, plan)``: the median ms of
+    ``backend`` under ``plan``) and with each trusted tool in the order ours, theirs, theirs, ours, at ``plan``'s
+    first batch and threads, each for at least 3 s after at least 2 s of warm-up (a runtime's first model in a
+    process runs slower for a while: its memory pools and thread pool are cold)."""
     import dataclasses
 
-    from . import suite
-    from .bench import Budget
+    from .harness import Budget
 
     batch, seconds = plan.batches[0], max(plan.budget.duration_s, 3.0)
     timing = dataclasses.replace(plan, budget=Budget(max(plan.budget.warmup_s, 2.0), plan.budget.iters, seconds))
     shape = f"[{batch},{subject.channels},{subject.imgsz[0]},{subject.imgsz[1]}]"
 
-    def ours(variant):
-        return lambda: suite.time_variant(subject, variant, batch, timing).latency_ms.median
+    def ours(backend: str):
+        return lambda: time_ours(backend, timing)
 
     checks = []
     if "openvino" in subject.artefacts:
         command = benchmark_app_command(_xml(subject.artefacts["openvino"]), plan.threads, seconds) + ["-shape", shape]
-        mine, theirs, runs = _abba(ours(suite.Variant("openvino", "latency")), lambda: run_benchmark_app(command))
+        mine, theirs, runs = _abba(ours("openvino"), lambda: run_benchmark_app(command))
         checks.append(TrustCheck("benchmark_app", subject.name, batch, theirs, mine, " ".join(command), runs))
     if "onnxruntime" in subject.artefacts:
         def loop() -> float:
             return plain_onnxruntime_loop(subject.artefacts["onnxruntime"], batch, subject.imgsz, plan.threads,
                                           seconds, subject.channels)
 
-        mine, theirs, runs = _abba(ours(suite.Variant("onnxruntime")), loop)
+        mine, theirs, runs = _abba(ours("onnxruntime"), loop)
         checks.append(TrustCheck("plain onnxruntime loop", subject.name, batch, theirs, mine,
                                  f"InferenceSession.run in a loop for {seconds:.0f} s after 10 warm-up runs", runs))
     return checks

@@ -21,10 +21,10 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from .errors import AttnDeployError
-from .files import write_atomic
-from .models import PUBLISHED_NAMES, registry
-from .models.structure import fit_problem
+from ..errors import AttnDeployError
+from ..files import write_atomic
+from ..models import PUBLISHED_NAMES, registry
+from ..models.structure import fit_problem
 
 # Plain data types that ultralytics checkpoints carry besides the model (train args, metrics).
 SAFE_DATA_TYPES = frozenset({

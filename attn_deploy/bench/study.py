@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from . import suite
-from .bench import BenchResult, Budget, Comparison, LatencyStats, compare, seeded_input, time_run
-from .checkpoint import LoadedModel
-from .models import ZOO
-from .models.detector import NO_ATTENTION, build_detector, build_module
+from .harness import BenchResult, Budget, Comparison, LatencyStats, compare, seeded_input, time_run
+from ..loading import LoadedModel
+from ..models import ZOO
+from ..models.detector import NO_ATTENTION, build_detector, build_module
 from .suite import BenchReport, Plan, Subject, Variant
 
 IMGSZ = 640
@@ -37,7 +37,7 @@ LIGHT = 0.05  # "lightweight": at most 5 % added latency
 
 def _with_ir(path: Path) -> dict[str, Path]:
     """The ONNX file and the OpenVINO IR converted from it, by the backend that runs each."""
-    from .exporters import openvino
+    from ..exporters import openvino
 
     ir = openvino.export(path, openvino.model_dir(path), openvino.OpenVINOOptions()).path
     return {"onnxruntime": path, "openvino": ir}
@@ -47,8 +47,8 @@ def _exportable(model: torch.nn.Module, x: torch.Tensor, workdir: Path, stem: st
     """``model`` alone rewritten for OpenVINO and onnxruntime (checked rule by rule), exported, converted."""
     import onnx
 
-    from .exporters import onnx as onnx_backend
-    from .rewrite import LayerCall, rewrite
+    from ..exporters import onnx as onnx_backend
+    from ..rewrite import LayerCall, rewrite
 
     done = rewrite(model, target="openvino", count_ops=False, example=x).model
     path = workdir / f"{stem}.onnx"
@@ -66,8 +66,8 @@ def module_subject(name: str, scale: str, level: str, workdir: Path) -> Subject:
 
 
 def detector_subject(name: str, scale: str, workdir: Path) -> Subject:
-    from .exporters import onnx
-    from .rewrite import rewrite
+    from ..exporters import onnx
+    from ..rewrite import rewrite
 
     model = build_detector(name, scale)
     subject = suite.describe(Subject(f"yolov8{scale}-{name}", (IMGSZ, IMGSZ), model,
@@ -212,7 +212,7 @@ def _detectors(scale: str, modules: list[str], plan: Plan, study: Study, workdir
 def run(plan: Plan, notes: list[str], progress: suite.Progress | None = None, scope: Scope | None = None) -> Study:
     """The study of ``scope`` (default: all of it) on ``plan``'s device and backends, at batch 1."""
     from . import trust
-    from .report import machine
+    from ..machine import machine
 
     started = time.perf_counter()
     plan = dataclasses.replace(plan, variants=_study_variants(plan), batches=[1],
@@ -230,7 +230,8 @@ def run(plan: Plan, notes: list[str], progress: suite.Progress | None = None, sc
         for scale in scope.scales:
             detectors = _detectors(scale, scope.modules, plan, study, workdir, progress)
             if scale == scope.scales[0] and CGA in scope.modules:
-                study.bench.trust = trust.check(next(d for d in detectors if d.name.endswith(CGA)), plan)
+                subject = next(d for d in detectors if d.name.endswith(CGA))
+                study.bench.trust = trust.check(subject, plan, suite.median_ms(subject))
     study.claims = claims(study, plan)
     study.seconds = time.perf_counter() - started
     return study

@@ -3,7 +3,7 @@
 from collections import defaultdict
 from pathlib import Path
 
-from .bench import BenchResult
+from .harness import BenchResult
 
 TOP_OPS = 8
 

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 import torch
 
-from attn_deploy.checkpoint import load
+from attn_deploy.loading import load
 from attn_deploy.errors import AttnDeployError
 from attn_deploy.models import GAMAttention, LocalWindowAttention
 from attn_deploy.models.detector import build_detector

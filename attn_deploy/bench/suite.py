@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from .bench import BenchResult, Budget, bench, peak_rss_mb, reset_peak_rss, seeded_input, variant_label
-from .errors import AttnDeployError
+from .harness import BenchResult, Budget, bench, peak_rss_mb, reset_peak_rss, seeded_input, variant_label
+from ..errors import AttnDeployError
 from .profile import OpProfile, profile
 
 BACKENDS = {"torch": "torch", "ort": "onnxruntime", "openvino": "openvino", "trt": "tensorrt"}
@@ -53,7 +53,7 @@ def unavailable(backend: str, device: str) -> str | None:
     if backend not in {v.backend for v in VARIANTS[device]}:
         return f"{backend} does not run on --device {device} in attn-deploy"
     if backend == "tensorrt":
-        from .exporters import tensorrt
+        from ..exporters import tensorrt
 
         return tensorrt.missing()
     if device == "cuda":
@@ -125,7 +125,7 @@ def describe(subject: Subject) -> Subject:
 
 def attention_blocks(model: nn.Module) -> list[str]:
     """The YOLO blocks (``model.10``) that hold a zoo attention module."""
-    from .models import ZOO
+    from ..models import ZOO
 
     zoo_types = tuple({e.module for e in ZOO.values()})
     paths = [name for name, m in model.named_modules() if isinstance(m, zoo_types)]
@@ -174,8 +174,8 @@ class Plan:
 
 def open_variant(subject: Subject, variant: Variant, batch: int, plan: Plan, profiling: bool = False):
     """A runner for ``subject`` as ``variant`` runs it on ``plan.device``, at ``batch``."""
-    from .exporters import onnx, openvino, tensorrt
-    from .exporters import torch as torch_backend
+    from ..exporters import onnx, openvino, tensorrt
+    from ..exporters import torch as torch_backend
 
     if variant.backend == "torch" and plan.device == "cpu":
         return torch_backend.Runner(subject.model, threads=plan.threads)
@@ -210,6 +210,16 @@ def time_variant(subject: Subject, variant: Variant, batch: int, plan: Plan,
     return dataclasses.replace(result, session_ms=session_ms, peak_rss_mb=peak_rss_mb(),
                                model_info={"file_mb": subject.file_mb(source), "params": subject.params,
                                            "gflops": subject.gflops})
+
+
+def median_ms(subject: Subject) -> Callable[[str, "Plan"], float]:
+    """The harness's median latency of ``subject`` on a CPU backend under a plan, at the plan's first batch (for the
+    trust checks)."""
+    def timed(backend: str, plan: Plan) -> float:
+        variant = Variant(backend, "latency" if backend == "openvino" else "")
+        return time_variant(subject, variant, plan.batches[0], plan).latency_ms.median
+
+    return timed
 
 
 def profile_subject(subject: Subject, backend: str, batch: int, plan: Plan, runs: int = 10) -> ModelProfile:
@@ -263,8 +273,8 @@ def _batch_options(batches: list[int]) -> tuple[int, bool]:
 def from_checkpoint(loaded, plan: Plan, imgsz: tuple[int, int], workdir: Path, step: Step) -> tuple[Subject, list[str]]:
     """A checkpoint's subject, exported on the fly by the deploy pipeline (so each export is parity-checked) to
     the backends that ``plan`` runs besides torch."""
-    from . import pipeline
-    from .exporters import onnx, openvino, tensorrt
+    from .. import pipeline
+    from ..exporters import onnx, openvino, tensorrt
 
     loaded.check_input(imgsz, max(plan.batches))
     subject = describe(Subject(loaded.source.stem, imgsz, loaded.model, {"checkpoint": loaded.source},
@@ -295,7 +305,7 @@ def from_artefact(path: Path, plan: Plan, imgsz: tuple[int, int] | None, workdir
                   step: Step) -> tuple[Subject, list[str]]:
     """An exported file's subject: run by its own backend, and an ONNX file also converted for OpenVINO and
     built for TensorRT when ``plan`` runs them."""
-    from .exporters import backend_of, input_geometry, open_runner, openvino, tensorrt
+    from ..exporters import backend_of, input_geometry, open_runner, openvino, tensorrt
 
     runner = open_runner(path)
     static_batch, own = input_geometry(runner)
@@ -357,7 +367,7 @@ def bench_models(paths: list[Path], plan: Plan, imgsz: tuple[int, int] | None, n
     """The bench command: prepare every model, time and profile it, and with ``trust`` check the harness against
     benchmark_app and a plain onnxruntime loop on the first model."""
     from . import trust as trust_checks
-    from .report import machine
+    from ..machine import machine
 
     report = BenchReport(plan.device, plan.budget, plan.threads, notes=list(notes), machine=machine(plan.threads))
     with tempfile.TemporaryDirectory() as tmp:
@@ -366,5 +376,5 @@ def bench_models(paths: list[Path], plan: Plan, imgsz: tuple[int, int] | None, n
         run(subjects, plan, report, progress)
         if trust:
             with step("Checking the harness against benchmark_app and a plain onnxruntime loop"):
-                report.trust = trust_checks.check(subjects[0], plan)
+                report.trust = trust_checks.check(subjects[0], plan, median_ms(subjects[0]))
     return report
