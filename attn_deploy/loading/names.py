@@ -142,7 +142,7 @@ class Names:
             obj = importlib.import_module(module)
         except ModuleNotFoundError as e:
             if is_missing(module, e):
-                return self._resolved(full) or Name(full, "unresolved", module=module)
+                return self._resolved(full) or self._unresolved(full, module)
             return Name(full, "broken", why=import_failure(e), module=module)
         except Exception as e:
             return Name(full, "broken", why=import_failure(e), module=module)
@@ -156,8 +156,13 @@ class Names:
                 return Name(full, "refused", why="reaches through an object that is not a class")
             obj = getattr(obj, part, _MISSING)
         if obj is _MISSING:
-            return self._resolved(full) or Name(full, "unresolved", module=module)
+            return self._resolved(full) or self._unresolved(full, module)
         return self._judge(full, module, obj)
+
+    @staticmethod
+    def _unresolved(full: str, module: str) -> Name:
+        return Name(full, "unresolved", why="is not available here and matches no zoo module (see --fork, --plugin)",
+                    module=module)
 
     def _resolved(self, full: str) -> Name | None:
         target = self.by_name(full)
