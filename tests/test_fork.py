@@ -27,8 +27,22 @@ NOT_RUN = "raise RuntimeError('this __init__.py must not run: it imports every m
 FORK = {
     "ultralytics/__init__.py": NOT_RUN,
     "ultralytics/nn/__init__.py": NOT_RUN,
-    # The fork's copy of a stock module: stock stays stock.
+    # The fork's copies of stock modules: stock stays stock; a copy given as --plugin adds its own classes.
     "ultralytics/nn/modules/conv.py": "raise RuntimeError('the fork must not replace stock modules')\n",
+    "ultralytics/nn/modules/block.py": """
+        from torch import nn
+
+        from .conv import Conv
+
+
+        class C2fFork(nn.Module):
+            def __init__(self, c):
+                super().__init__()
+                self.cv = Conv(c, c, 1)
+
+            def forward(self, x):
+                return self.cv(x)
+        """,
     "ultralytics/nn/extra_modules/__init__.py": NOT_RUN,
     "ultralytics/nn/extra_modules/gates.py": """
         import torch
@@ -203,6 +217,26 @@ def test_a_fork_module_that_fails_to_import_names_the_dependency_and_the_classes
         load(dcn, fork=root)
     message = str(info.value)
     assert "needs DCNv3" in message and "ultralytics.nn.extra_modules.deformable.DeformAttention" in message
+
+
+def test_a_forks_copy_of_a_stock_module_as_plugin_supplies_the_classes_it_added(fork, tmp_path):
+    """Forks also add classes to stock files (block.py): the copy loads beside stock's, its classes by name."""
+    import ultralytics.nn.modules.block as stock
+
+    class C2fFork(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.cv = nn.Conv2d(c, c, 1)
+
+    C2fFork.__module__, C2fFork.__qualname__, stock.C2fFork = stock.__name__, "C2fFork", C2fFork  # as the fork pickles it
+    try:
+        torch.save({"model": nn.Sequential(C2fFork(8))}, tmp_path / "block.pt")
+    finally:
+        del stock.C2fFork
+    loaded = load(tmp_path / "block.pt", plugins=[fork[0] / "ultralytics/nn/modules/block.py"])
+    assert type(loaded.model[0]).__module__ == "ultralytics.nn.modules.attn_deploy_plugin_block"
+    assert type(loaded.model[0]).__init__.__globals__["Conv"].__module__ == "ultralytics.nn.modules.conv"  # stock's
+    assert "ultralytics.nn.modules.block.C2fFork" in loaded.resolved
 
 
 def test_fork_that_is_not_an_ultralytics_tree_is_a_clear_error(fork, tmp_path):
