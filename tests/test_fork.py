@@ -228,7 +228,8 @@ def test_a_forks_copy_of_a_stock_module_as_plugin_supplies_the_classes_it_added(
             super().__init__()
             self.cv = nn.Conv2d(c, c, 1)
 
-    C2fFork.__module__, C2fFork.__qualname__, stock.C2fFork = stock.__name__, "C2fFork", C2fFork  # as the fork pickles it
+    # Pickled as the fork's block.py pickles it: under the stock module's path.
+    C2fFork.__module__, C2fFork.__qualname__, stock.C2fFork = stock.__name__, "C2fFork", C2fFork
     try:
         torch.save({"model": nn.Sequential(C2fFork(8))}, tmp_path / "block.pt")
     finally:
