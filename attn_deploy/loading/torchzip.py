@@ -47,7 +47,7 @@ class Archive:
         try:
             info = self.zip.getinfo(f"{self.prefix}/{name}")
         except KeyError:
-            raise Refused(f"{name}", "is missing from the archive") from None
+            raise Refused(name, "is missing from the archive") from None
         if info.compress_type != zipfile.ZIP_STORED or info.file_size > self.size:
             raise Refused(name, f"declares {info.file_size} bytes, more than the file holds, or is compressed "
                           "(torch writes entries uncompressed)")
