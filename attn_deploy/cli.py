@@ -62,8 +62,16 @@ class BenchBackend(str, Enum):
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable result on stdout.")]
-PluginOpt = Annotated[list[Path] | None, typer.Option("--plugin", help="Python file defining fork classes.")]
-TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Unpickle objects outside the allow-list.")]
+PluginOpt = Annotated[list[Path] | None, typer.Option(
+    "--plugin", help="Python file defining fork classes (repeatable); a file inside a fork's ultralytics/ folder is "
+    "imported as that package's module. It is your own code and runs when imported.")]
+ForkOpt = Annotated[Path | None, typer.Option(
+    "--fork", help="The fork's source tree (its repository root or its ultralytics/ folder): pickled classes import "
+    "from the fork's own packages, without running their __init__.py. The fork's code is your own and runs when "
+    "imported.")]
+TrustOpt = Annotated[bool, typer.Option(
+    "--trust-checkpoint", help="Unpickle with a plain unpickler, which runs any code the file names. Only for files "
+    "you trust.")]
 YamlOpt = Annotated[Path | None, typer.Option("--yaml", help="Model YAML, when the checkpoint is a state dict.")]
 AtolOpt = Annotated[float | None, typer.Option("--atol", help="Absolute tolerance (default: by precision).")]
 RtolOpt = Annotated[float | None, typer.Option("--rtol", help="Relative tolerance (default: by precision).")]
@@ -205,13 +213,18 @@ def parse_targets(value: str) -> list[str]:
     return list(dict.fromkeys(targets))
 
 
-def load_checkpoint(path: Path, plugins, trust: bool, yaml):
+def load_checkpoint(path: Path, plugins, fork: Path | None, trust: bool, yaml):
     from .loading import load
 
+    if trust:
+        err.print(f"[bold yellow]warning:[/] --trust-checkpoint: {path} is unpickled with a plain unpickler, which "
+                  "runs any code the file names", highlight=False, soft_wrap=True)
     with step(f"Loading {path}"):
-        loaded = load(path, plugins=plugins or [], trust=trust, yaml=yaml)
+        loaded = load(path, plugins=plugins or [], trust=trust, yaml=yaml, fork=fork)
     for fork_path, zoo_class in loaded.resolved.items():
         err.print(f"  resolved {fork_path} -> {zoo_class}", highlight=False)
+    for note in loaded.notes:
+        err.print(f"  note: {note}", highlight=False, soft_wrap=True)
     return loaded
 
 
@@ -255,6 +268,8 @@ def show_deployment(run) -> None:
         err.print(f"  {export.target}: {export.path}" + "".join(f"; {n}" for n in export.notes), highlight=False)
     verdict = "passed" if run.passed else "FAILED"
     render(f"Parity against the original PyTorch model (fp32): {verdict}", report.summary_table(run.parity))
+    for note in run.notes:
+        out.print(f"Reference: {note}", highlight=False, soft_wrap=True)
     for p in run.parity:
         if loc := p.localisation:
             out.print(f"Localisation ({p.backend} {p.precision}, {loc.input}): first departing module "
@@ -305,6 +320,7 @@ def export(
     map_tol: MapTolOpt = None,
     force: Annotated[bool, typer.Option(help="Overwrite existing outputs.")] = False,
     plugin: PluginOpt = None,
+    fork: ForkOpt = None,
     trust_checkpoint: TrustOpt = False,
     yaml: YamlOpt = None,
     atol: AtolOpt = None,
@@ -332,7 +348,7 @@ def export(
                          map_tolerances=map_tolerances(map_tol), int8=int8)
     for path in plan.outputs():
         check_writable(path, force)
-    loaded = load_checkpoint(checkpoint, plugin, trust_checkpoint, yaml)
+    loaded = load_checkpoint(checkpoint, plugin, fork, trust_checkpoint, yaml)
     plan.onnx.imgsz = size or loaded.imgsz or (640, 640)
     loaded.check_input(plan.onnx.imgsz, batch)
     with data_yaml(data, ("train", "val") if int8 and calib is None else ("val",)) as data_path:
@@ -350,12 +366,13 @@ def rewrite_plan(
     batch: Annotated[int, typer.Option(min=1, help="Batch size.")] = 1,
     dynamic: Annotated[bool, typer.Option(help="Keep the batch axis symbolic.")] = False,
     plugin: PluginOpt = None,
+    fork: ForkOpt = None,
     trust_checkpoint: TrustOpt = False,
     yaml: YamlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show which rules rewrite which layers of CHECKPOINT, verified, without exporting anything."""
-    loaded = load_checkpoint(checkpoint, plugin, trust_checkpoint, yaml)
+    loaded = load_checkpoint(checkpoint, plugin, fork, trust_checkpoint, yaml)
     size = parse_imgsz(imgsz) if imgsz else loaded.imgsz or (640, 640)
     loaded.check_input(size, batch)
     rewritten = rewrite_model(loaded, size, batch, dynamic, target.value)
@@ -390,6 +407,7 @@ def verify(
     ref: Annotated[Path, typer.Option("--ref", help="The original checkpoint: the reference.")],
     ov_device: OvDeviceOpt = "CPU",
     plugin: PluginOpt = None,
+    fork: ForkOpt = None,
     trust_checkpoint: TrustOpt = False,
     yaml: YamlOpt = None,
     atol: AtolOpt = None,
@@ -410,7 +428,7 @@ def verify(
 
     chosen = tolerances(atol, rtol, noise_factor, tol)
     run = pipeline.Deployment(None, [ExportResult(exported, backend_of(exported))])
-    loaded = load_checkpoint(ref, plugin, trust_checkpoint, yaml)
+    loaded = load_checkpoint(ref, plugin, fork, trust_checkpoint, yaml)
     plan = pipeline.Plan([], exported, onnx.OnnxOptions(), ov_device=ov_device, tolerances=chosen,
                          detections=Detections(conf=det_conf), map_tolerances=map_tolerances(map_tol))
     with data_yaml(data) as plan.data:
@@ -509,6 +527,7 @@ def bench(
     output_dir: Annotated[Path, typer.Option(help="Where report directories go.")] = Path("reports"),
     force: Annotated[bool, typer.Option(help="Replace an existing report directory.")] = False,
     plugin: PluginOpt = None,
+    fork: ForkOpt = None,
     trust_checkpoint: TrustOpt = False,
     yaml: YamlOpt = None,
     as_json: JsonOpt = False,
@@ -535,7 +554,7 @@ def bench(
     paths = models or [fixtures.checkpoint("cga")]
     with jobs_bar() as update:
         result = suite.bench_models(paths, plan, parse_imgsz(imgsz) if imgsz else None, notes, trust,
-                                    lambda p: load_checkpoint(p, plugin, trust_checkpoint, yaml), step, update)
+                                    lambda p: load_checkpoint(p, plugin, fork, trust_checkpoint, yaml), step, update)
     report.write_bench_report(directory, result, "attn-deploy bench")
     if as_json:
         emit_json(result)
@@ -575,7 +594,7 @@ def demo(
     checkpoint = output_dir / "artifacts" / fixtures.checkpoint("cga").name
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(fixtures.checkpoint("cga"), checkpoint)
-    loaded = load_checkpoint(checkpoint, None, False, None)
+    loaded = load_checkpoint(checkpoint, None, None, False, None)
     plan = pipeline.Plan(["onnx", "openvino"], checkpoint.with_suffix(".onnx"), onnx.OnnxOptions(force=True))
     plan.onnx.imgsz = loaded.imgsz
     with data_yaml("shapes") as plan.data:

@@ -71,6 +71,7 @@ class Deployment:
     exports: list[ExportResult] = field(default_factory=list)
     lint: list[LintReport] = field(default_factory=list)
     parity: list[ParityReport] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the parity reference is, per class rebuilt from the zoo
 
     @property
     def passed(self) -> bool:
@@ -135,6 +136,7 @@ def check(loaded: LoadedModel, result: Deployment, plan: Plan, semantics: str = 
           step: Step = _quiet, split: data.Split | None = None) -> Deployment:
     """Parity of every artefact in ``result.exports`` against ``loaded``; failing gating rows are localised."""
     split = split or _read_split(plan, step)
+    result.notes = list(loaded.notes)
     accuracy = AccuracyCheck(split, torch_backend.Runner(loaded.model, semantics=semantics),
                              plan.map_tolerances) if split else None
     for export, ov_precision, gating in _checks(result.exports):

@@ -1,13 +1,21 @@
-"""Loading: fork paths resolve to the zoo, hostile pickles are refused, nothing else loads silently."""
+"""Loading: fork paths resolve to the zoo, hostile pickles are refused, nothing else loads silently, and every
+checkpoint ultralytics and the fixtures write loads (hostile files: test_hostile.py; forks: test_fork.py)."""
 
+import argparse
 import os
+import pathlib
 import pickle
 import textwrap
+import types
 
+import numpy as np
 import pytest
 import torch
+import ultralytics.nn.tasks
+from ultralytics.utils import IterableSimpleNamespace
 
-from attn_deploy.loading import load
+from attn_deploy import fixtures
+from attn_deploy.loading import load, names, save_checkpoint, torchzip, unpickler
 from attn_deploy.errors import AttnDeployError
 from attn_deploy.models import GAMAttention, LocalWindowAttention
 from attn_deploy.models.detector import build_detector
@@ -80,7 +88,7 @@ def test_hostile_pickle_is_refused_without_running(tmp_path):
 def test_trusted_checkpoint_may_use_objects_outside_the_allow_list(tmp_path):
     path = tmp_path / "extra.pt"
     torch.save({"model": torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1)), "note": pickle.PickleBuffer}, path)
-    with pytest.raises(AttnDeployError, match="allow-list"):
+    with pytest.raises(AttnDeployError, match="pickle.PickleBuffer, which lies outside the packages"):
         load(path)
     assert isinstance(load(path, trust=True).model, torch.nn.Sequential)
 
@@ -129,3 +137,54 @@ def test_whole_pickled_model_loads(tmp_path):
     x = torch.rand(1, 3, 128, 128)
     with torch.no_grad():
         assert torch.equal(loaded.model(x)[0], model.eval()(x)[0])
+
+
+STOCK = {
+    "yolov8n.yaml": "DetectionModel", "yolo11n-seg.yaml": "SegmentationModel", "yolo11n-pose.yaml": "PoseModel",
+    "yolo11n-obb.yaml": "OBBModel", "yolo11n-cls.yaml": "ClassificationModel", "yolov10n.yaml": "DetectionModel",
+    "yolo26n.yaml": "DetectionModel", "yolo12n.yaml": "DetectionModel", "rtdetr-l.yaml": "RTDETRDetectionModel",
+}
+
+
+@pytest.mark.parametrize("yaml_name", list(STOCK))
+def test_stock_ultralytics_models_load_as_saved(tmp_path, yaml_name):
+    """Every task and head family ultralytics ships: the restricted unpickler admits all their classes."""
+    cls = getattr(ultralytics.nn.tasks, STOCK[yaml_name])
+    torch.manual_seed(0)
+    model = cls(yaml_name, verbose=False)
+    loaded = load(save_checkpoint(model, tmp_path / "best.pt"))
+    assert type(loaded.model) is cls and loaded.resolved == {} and not loaded.model.training
+    saved = model.half().float().state_dict()
+    for key, tensor in loaded.model.state_dict().items():
+        assert torch.equal(tensor, saved[key]), key
+
+
+@pytest.mark.parametrize("name", ["cga", "simam"])
+def test_trained_fixtures_load(name):
+    loaded = load(fixtures.checkpoint(name))
+    assert loaded.imgsz and loaded.names and not loaded.model.training
+
+
+def test_the_data_ultralytics_checkpoints_carry_round_trips(tmp_path):
+    """What a trainer's last.pt holds besides the model: numpy scalars and arrays, paths, namespaces, sets, bytes."""
+    extra = {
+        "best_fitness": np.float64(0.25), "save_dir": pathlib.PurePosixPath("runs/detect/train"),
+        "args": IterableSimpleNamespace(imgsz=640, data="coco.yaml"), "ns": argparse.Namespace(epochs=3),
+        "plain": types.SimpleNamespace(a=1), "classes": {0, 1}, "frozen": frozenset({"a"}), "blob": b"\x00\xff",
+        "device": torch.device("cpu"), "shape": torch.Size([1, 3]), "dtype": torch.float16,
+    }
+    results, windows = np.arange(6, dtype=np.float32).reshape(2, 3), pathlib.PureWindowsPath("C:/data/x.yaml")
+    path = tmp_path / "last.pt"
+    torch.save({"model": torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1)), "results": results, "windows": windows,
+                **extra}, path)
+    assert isinstance(load(path).model, torch.nn.Sequential)
+    with torchzip.open_archive(path) as archive:
+        back = unpickler.unpickle(archive.data_pkl, names.Names([], lambda name: None), archive.storage)
+    assert np.array_equal(back["results"], results) and back["windows"] == windows
+    assert {k: back[k] for k in extra} == extra
+
+
+def test_trusted_load_resolves_fork_paths_and_rebuilds_from_the_zoo(fork_checkpoints):
+    loaded = load(fork_checkpoints["simam"], trust=True)
+    assert type(loaded.model.model[10]).__module__ == "attn_deploy.models.simam"
+    assert f"{FORK_PATH}.SimAM" in loaded.resolved and loaded.notes

@@ -1,19 +1,15 @@
-"""Safe loading of YOLOv8 checkpoints, fork module paths resolved to the attention zoo.
+"""``load()``: a checkpoint becomes an fp32 eval-mode model, without running code the file chooses.
 
-Before anything is unpickled, the checkpoint's globals are read statically and sorted into allowed
-(torch and ultralytics layers, the zoo, plugin modules, a few plain data types), resolved (a class
-pickled under a fork module path that does not exist here, with a zoo class of the same name), and
-unresolved or unsafe. Only a checkpoint with neither of the last two is loaded, through torch's
-``weights_only`` unpickler with exactly the allowed globals; ``trust=True`` lifts the unsafe check.
+The file is read as torch's zip format (``torchzip``); every global its pickle names is sorted
+(``names``) before anything is unpickled, and the pickle is then run by the restricted unpickler
+(``unpickler``), which calls nothing but reviewed data rebuilds. Classes pickled under names that do
+not exist here resolve by name (``resolve``); ``--fork`` and ``--plugin`` bring the user's own code in
+(``fork``). ``trust=True`` uses a plain unpickler instead, which runs whatever the file names.
 """
 
 import copy
 import datetime
-import importlib
-import importlib.util
-import inspect
 import pickle
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -23,17 +19,13 @@ from torch import nn
 
 from ..errors import AttnDeployError
 from ..files import write_atomic
-from ..models import PUBLISHED_NAMES, registry
-from ..models.structure import fit_problem
+from ..models import registry
+from . import names, resolve, torchzip, unpickler
+from .fork import fork_trees, import_plugin, mounted
 
-# Plain data types that ultralytics checkpoints carry besides the model (train args, metrics).
-SAFE_DATA_TYPES = frozenset({
-    "pathlib.Path", "pathlib.PosixPath", "pathlib.WindowsPath", "types.SimpleNamespace", "argparse.Namespace",
-    "ultralytics.utils.IterableSimpleNamespace", "numpy.ndarray", "numpy.dtype",
-    "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
-    "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "_codecs.encode",
-})
-LAYER_PACKAGES = ("torch.nn.", "ultralytics.nn.")
+TRUST_HINT = ("Only if you trust this file, --trust-checkpoint unpickles it with a plain unpickler, which runs any "
+              "code the file names.")
+MAX_MODULE_VISITS = 1_000_000  # walks of the module tree (.float(), .eval()) visit a shared submodule once per path
 
 
 @dataclass
@@ -46,7 +38,8 @@ class LoadedModel:
     stride: int
     task: str
     imgsz: tuple[int, int] | None = None  # the training size, where the checkpoint records it
-    resolved: dict[str, str] = field(default_factory=dict)
+    resolved: dict[str, str] = field(default_factory=dict)  # pickled name -> the zoo or plugin object it stands for
+    notes: list[str] = field(default_factory=list)  # per class rebuilt from the zoo: the reference is the zoo's
 
     @property
     def yaml_name(self) -> str:
@@ -61,133 +54,105 @@ class LoadedModel:
             raise AttnDeployError(f"--imgsz {h},{w} must be positive multiples of the model stride {self.stride}")
 
 
-@dataclass
-class GlobalsPlan:
-    """How every global named in a checkpoint will be treated."""
-
-    allowed: dict[str, object] = field(default_factory=dict)
-    resolved: dict[str, object] = field(default_factory=dict)
-    unresolved: list[str] = field(default_factory=list)
-    unsafe: list[str] = field(default_factory=list)
+def _refusal(path: Path, said: str) -> AttnDeployError:
+    return AttnDeployError(f"{path} was refused: {said}. Nothing the file chose was run. {TRUST_HINT}")
 
 
-def import_plugin(path: Path) -> ModuleType:
-    """Import a user's file of module definitions, so that its classes can resolve fork paths."""
-    path = Path(path)
-    if not path.is_file() or path.suffix != ".py":
-        raise AttnDeployError(f"plugin {path} is not a Python file")
-    name = f"attn_deploy_plugin_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:
-        del sys.modules[name]
-        raise AttnDeployError(f"plugin {path} failed to import: {type(e).__name__}: {e}") from e
-    return module
-
-
-def _lookup(full_name: str) -> object | None:
-    module_name, _, attr = full_name.rpartition(".")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception:
-        return None
-    return getattr(module, attr, None)
-
-
-def _is_allowed(full_name: str, obj: object, plugins: list[ModuleType]) -> bool:
-    if full_name in SAFE_DATA_TYPES or full_name.startswith("numpy.dtypes."):
-        return True
-    home = getattr(obj, "__module__", "") or ""
-    if home.startswith("attn_deploy.models") or any(home == p.__name__ for p in plugins):
-        return True
-    is_layer = inspect.isclass(obj) and issubclass(obj, nn.Module)
-    return is_layer and full_name.startswith(LAYER_PACKAGES)
-
-
-def _published_names(plugins: list[ModuleType]) -> dict[str, object]:
-    names = dict(PUBLISHED_NAMES)
-    for plugin in plugins:
-        names.update({k: v for k, v in vars(plugin).items() if getattr(v, "__module__", None) == plugin.__name__})
-    return names
-
-
-def plan_globals(names: list[str], plugins: list[ModuleType]) -> GlobalsPlan:
-    """Sort a checkpoint's globals into allowed, resolved, unresolved and unsafe."""
-    plan, published = GlobalsPlan(), _published_names(plugins)
-    for full_name in names:
-        obj = _lookup(full_name)
-        short = full_name.rpartition(".")[2]
-        if obj is not None and _is_allowed(full_name, obj, plugins):
-            plan.allowed[full_name] = obj
-        elif obj is None and short in published:
-            plan.resolved[full_name] = published[short]
-        elif obj is None:
-            plan.unresolved.append(full_name)
-        else:
-            plan.unsafe.append(full_name)
-    return plan
-
-
-def _scan(path: Path) -> list[str]:
-    try:
-        return torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-    except Exception as e:
-        raise AttnDeployError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
-
-
-def _refuse(path: Path, plan: GlobalsPlan, trust: bool) -> None:
-    if plan.unresolved:
-        listed = "\n  ".join(plan.unresolved)
+def _check_plan(path: Path, plan: names.Plan) -> None:
+    """One message for what stops the load before anything is unpickled: refusals first, then missing code."""
+    if refused := plan.having("refused"):
+        raise _refusal(path, "it names " + "; ".join(f"{n.full}, which {n.why}" for n in refused))
+    if broken := plan.having("broken"):
+        by_module: dict[str, list[str]] = {}
+        for n in broken:
+            by_module.setdefault(f"{n.module} failed to import: {n.why}", []).append(n.full)
+        listed = "\n  ".join(f"{why}; pickled classes that need it: {', '.join(fulls)}"
+                              for why, fulls in by_module.items())
+        raise AttnDeployError(f"{path} pickles classes from the fork or plugin code, which did not import:\n  {listed}")
+    if unresolved := plan.having("unresolved"):
+        listed = "\n  ".join(n.full for n in unresolved)
         raise AttnDeployError(
             f"{path} pickles classes that are not available here and match no zoo module:\n  {listed}\n"
-            "Supply their definitions with --plugin FILE.py (a file defining classes of the same names)."
-        )
-    if plan.unsafe and not trust:
-        listed = "\n  ".join(plan.unsafe)
-        raise AttnDeployError(
-            f"{path} refers to objects outside the allow-list, which could run code when unpickled:\n  {listed}\n"
-            "Nothing was executed. If you trust this file, pass --trust-checkpoint."
+            "Point at the fork's source with --fork DIR (its repository root), or supply the classes with "
+            "--plugin FILE.py (a file defining classes of the same names)."
         )
 
 
-class _ResolvingUnpickler(pickle.Unpickler):
-    """A plain unpickler (for trusted files) that maps fork paths to their resolved classes."""
+def _unpickle_safe(path: Path, by_name: resolve.ByName, plugins: list[ModuleType]) -> object:
+    try:
+        archive = torchzip.open_archive(path)
+    except torchzip.NotTorchZip as e:
+        hint = " attn-deploy reads only torch's zip format (torch >= 1.6). " + TRUST_HINT if e.legacy else ""
+        raise AttnDeployError(f"{path} is not a readable PyTorch checkpoint: {e}.{hint}") from None
+    resolver = names.Names([p.__name__ for p in plugins], by_name)
+    with archive:
+        try:
+            found = unpickler.globals_in(archive.data_pkl)
+        except Exception as e:
+            raise AttnDeployError(f"{path} is not a readable PyTorch checkpoint: its data.pkl is truncated or not a "
+                                  f"pickle ({type(e).__name__}: {e})") from None
+        _check_plan(path, resolver.plan(found))
+        return unpickler.unpickle(archive.data_pkl, resolver, archive.storage)
 
-    resolved: dict[str, object] = {}
+
+class _TrustedUnpickler(pickle.Unpickler):
+    """A plain unpickler (for trusted files) that resolves missing fork paths by name."""
+
+    by_name: resolve.ByName
 
     def find_class(self, module: str, name: str):
-        return self.resolved.get(f"{module}.{name}") or super().find_class(module, name)
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError) as e:
+            missing = isinstance(e, AttributeError) or (
+                isinstance(e, ModuleNotFoundError) and names.is_missing(module, e))
+            found = self.by_name(f"{module}.{name}") if missing else None
+            if found is None:
+                raise
+            return found
 
 
-def _unpickle(path: Path, plan: GlobalsPlan, trust: bool) -> object:
+def _unpickle_trusted(path: Path, by_name: resolve.ByName) -> object:
+    pickle_module = ModuleType("attn_deploy_trusted_pickle")
+    pickle_module.Unpickler = type("Unpickler", (_TrustedUnpickler,), {"by_name": by_name})
+    pickle_module.load = pickle.load
+    return torch.load(path, map_location="cpu", weights_only=False, pickle_module=pickle_module)
+
+
+def _unpickle(path: Path, by_name: resolve.ByName, plugins: list[ModuleType], trust: bool) -> object:
+    """The checkpoint's object; every failure, expected or not, becomes one message naming the file."""
     try:
-        if trust:
-            unpickler = type("Unpickler", (_ResolvingUnpickler,), {"resolved": plan.resolved})
-            pickle_module = ModuleType("attn_deploy_pickle")
-            pickle_module.Unpickler, pickle_module.load = unpickler, pickle.load
-            return torch.load(path, map_location="cpu", weights_only=False, pickle_module=pickle_module)
-        entries = [*plan.allowed.values(), *[(obj, name) for name, obj in plan.resolved.items()]]
-        with torch.serialization.safe_globals(entries):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        return _unpickle_trusted(path, by_name) if trust else _unpickle_safe(path, by_name, plugins)
+    except unpickler.Refused as e:
+        raise _refusal(path, f"{e.name} {e.why}") from None
+    except AttnDeployError:
+        raise
     except Exception as e:
-        raise AttnDeployError(f"{path} could not be unpickled: {type(e).__name__}: {e}") from e
+        raise AttnDeployError(f"{path} could not be unpickled: {type(e).__name__}: {e}") from None
 
 
-def _check_fit(model: nn.Module, plan: GlobalsPlan) -> None:
-    resolved = {id(obj): name for name, obj in plan.resolved.items()}
-    for path, module in model.named_modules():
-        name = resolved.get(id(type(module)))
-        if name is None or not hasattr(type(module), "config_from"):
-            continue
-        problem = fit_problem(module, type(module))
-        if problem:
-            raise AttnDeployError(
-                f"{name} at {path} was resolved by name to the zoo's {type(module).__name__}, but its saved "
-                f"parameters do not fit it ({problem}). Supply the fork's definition with --plugin FILE.py."
-            )
+def _visits(module: nn.Module, memo: dict[int, int], active: set[int]) -> int:
+    """How many times a recursive walk from ``module`` visits modules (a submodule shared by n parents: n times)."""
+    key = id(module)
+    if key in active:
+        raise AttnDeployError("its modules contain themselves")
+    if key not in memo:
+        active.add(key)
+        children = {id(c): c for c in module._modules.values() if c is not None}
+        memo[key] = 1 + sum(_visits(c, memo, active) for c in children.values())
+        active.discard(key)
+    return memo[key]
+
+
+def _check_walkable(model: nn.Module, path: Path) -> None:
+    """Refuse a module graph that every walk over it (.float(), .eval(), export) would never finish."""
+    try:
+        visits = _visits(model, {}, set())
+    except (AttnDeployError, RecursionError) as e:
+        raise AttnDeployError(f"{path} was refused: {e or 'its modules nest too deeply'}") from None
+    if visits > MAX_MODULE_VISITS:
+        raise AttnDeployError(f"{path} was refused: its modules share submodules so often that walking them "
+                              f"would take {visits:.3g} steps")
 
 
 def _model_from(obj: object, path: Path, yaml: Path | None) -> nn.Module:
@@ -213,34 +178,47 @@ def _model_from_state_dict(state: dict, yaml_path: Path) -> nn.Module:
     return model
 
 
-def load(path: str | Path, plugins: list[Path] = (), trust: bool = False, yaml: Path | None = None) -> LoadedModel:
-    """Load ``path`` safely as an fp32 eval-mode detector (ultralytics dict, whole model or state dict)."""
+def load(path: str | Path, plugins: list[Path] = (), trust: bool = False, yaml: Path | None = None,
+         fork: Path | None = None) -> LoadedModel:
+    """Load ``path`` as an fp32 eval-mode model (ultralytics dict, whole model or state dict), running no code the
+    file chooses unless ``trust``; ``fork`` (a fork's source tree) and ``plugins`` bring in the user's own code."""
     path = Path(path)
     if not path.is_file():
         raise AttnDeployError(f"checkpoint {path} does not exist")
     registry.register()
-    modules = [import_plugin(p) for p in plugins]
-    plan = plan_globals(_scan(path), modules)
-    _refuse(path, plan, trust)
-    obj = _unpickle(path, plan, trust)
-    model = _model_from(obj, path, yaml).float().eval()
+    with mounted(fork_trees(fork, plugins)):
+        modules = [import_plugin(p) for p in plugins]
+        by_name = resolve.ByName(modules)
+        obj = _unpickle(path, by_name, modules, trust)
+        try:
+            return _prepared(obj, path, yaml, by_name)
+        except AttnDeployError:
+            raise
+        except Exception as e:
+            raise AttnDeployError(f"{path} holds no usable model: {type(e).__name__}: {e}") from None
+
+
+def _prepared(obj: object, path: Path, yaml: Path | None, by_name: resolve.ByName) -> LoadedModel:
+    model = _model_from(obj, path, yaml)
+    _check_walkable(model, path)
+    model = resolve.rebuild(model).float().eval()
     model.requires_grad_(False)
-    _check_fit(model, plan)
-    return _describe(model, path, obj, plan)
+    return _describe(model, path, obj, by_name)
 
 
-def _describe(model: nn.Module, path: Path, obj: object, plan: GlobalsPlan) -> LoadedModel:
-    names = getattr(model, "names", None) or {i: str(i) for i in range(getattr(model, "nc", 80))}
+def _describe(model: nn.Module, path: Path, obj: object, by_name: resolve.ByName) -> LoadedModel:
+    labels = getattr(model, "names", None) or {i: str(i) for i in range(getattr(model, "nc", 80))}
     stride = getattr(model, "stride", torch.tensor([32.0]))
     train_args = obj.get("train_args") if isinstance(obj, dict) else None
     return LoadedModel(
         model=model,
         source=path,
-        names=dict(names),
+        names=dict(labels),
         stride=int(max(stride)),
         task=getattr(model, "task", "detect"),
         imgsz=_pair((train_args or {}).get("imgsz")),
-        resolved={k: f"{v.__module__}.{v.__name__}" for k, v in plan.resolved.items()},
+        resolved=by_name.report(),
+        notes=by_name.notes(),
     )
 
 
