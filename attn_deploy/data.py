@@ -11,6 +11,8 @@ from .errors import AttnDeployError
 from .parity import letterbox_image
 
 SHAPES = "shapes"  # --data shapes: the fixtures' own validation split, regenerated from its seed
+# --data names of the shapes split with each task's labels; plain 'shapes' keeps meaning detect
+SHAPES_TASKS = {SHAPES: "detect", "shapes-seg": "segment", "shapes-pose": "pose", "shapes-obb": "obb"}
 
 
 @dataclass(frozen=True)
@@ -84,11 +86,12 @@ def load_split(data: Path, split: str = "val") -> Split:
     return Split(images, shapes, [_labels(image, shape) for image, shape in zip(images, shapes)], names, data)
 
 
-def shapes_data(workdir: Path, splits: tuple[str, ...] = ("val",)) -> Path:
-    """The fixtures' data set, regenerated under ``workdir`` from the seed they were trained with."""
+def shapes_data(workdir: Path, splits: tuple[str, ...] = ("val",), task: str = "detect") -> Path:
+    """The fixtures' data set with ``task``'s labels, regenerated under ``workdir`` from the seed they were
+    trained with."""
     from . import fixtures, shapes
 
-    return shapes.generate(Path(workdir) / "shapes", fixtures.shapes_spec(), splits=splits)
+    return shapes.generate(Path(workdir) / "shapes", fixtures.shapes_spec(), splits=splits, task=task)
 
 
 def calibration_paths(source: Path, limit: int = 300) -> list[Path]:
