@@ -58,9 +58,13 @@ def _labels(image: Path, shape: tuple[int, int]) -> np.ndarray:
     from ultralytics.data.utils import img2label_paths
 
     label = Path(img2label_paths([str(image)])[0])
-    rows = np.loadtxt(label, ndmin=2) if label.exists() and label.stat().st_size else np.zeros((0, 5))
+    expected = f"{label}: expected 5 columns (class cx cy w h) per row"
+    try:
+        rows = np.loadtxt(label, ndmin=2) if label.exists() and label.stat().st_size else np.zeros((0, 5))
+    except ValueError as e:  # rows of different lengths: polygons
+        raise AttnDeployError(f"{expected}; {e}") from None
     if rows.shape[1] != 5:
-        raise AttnDeployError(f"{label}: expected 5 columns (class cx cy w h) per row, found {rows.shape[1]}")
+        raise AttnDeployError(f"{expected}, found {rows.shape[1]}")
     h, w = shape
     cx, cy, bw, bh = rows[:, 1] * w, rows[:, 2] * h, rows[:, 3] * w, rows[:, 4] * h
     return np.stack([rows[:, 0], cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
