@@ -186,19 +186,16 @@ def _graph_passes(loaded: LoadedModel, plan: Plan, result: Deployment, step: Ste
 
 def rewrite_plan(loaded: LoadedModel, imgsz: tuple[int, int], batch: int, dynamic: bool, target: str,
                  step: Step = _quiet):
-    """What ``export`` rewrites for ``target``, without writing anything: the module rules, then the graph passes
-    on an export to a temporary file."""
-    from .rewrite import rewrite
-
-    with step(f"Rewriting for {target} at {imgsz[0]}x{imgsz[1]}, batch {batch}{' (dynamic)' if dynamic else ''}"):
-        done = rewrite(loaded.model, imgsz, batch, dynamic, target)
-    plan = Plan([], Path(), onnx.OnnxOptions(imgsz, batch, dynamic))
+    """What ``export`` rewrites for ``target`` (a rewrite target: onnx, ort, openvino, trt or npu), writing nothing:
+    the module rules, then the graph passes on an export to a temporary file."""
+    plan = Plan([target], Path(), onnx.OnnxOptions(imgsz, batch, dynamic))
+    model, report = _rewritten(loaded, plan, step)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         with step("Exporting to a temporary ONNX file for the graph passes"):
-            onnx.export(dataclasses.replace(loaded, model=done.model), path, plan.onnx)
-        done.report.graph = _passes(loaded, path, path, [LINT_TARGET.get(target, target)], plan, step)
-    return done.report
+            onnx.export(model, path, plan.onnx)
+        report.graph = _passes(loaded, path, path, [LINT_TARGET.get(target, target)], plan, step)
+    return report
 
 
 def _calibration_paths(plan: Plan) -> list[Path]:
