@@ -37,7 +37,6 @@ def _high(graph: Graph, node) -> bool:
     return any(len(graph.shape(n) or []) > LIMIT for n in names)
 
 
-
 def _product(dims) -> int:
     return math.prod(dims) if dims else 1
 
@@ -163,19 +162,9 @@ def _expand(edit: Edit, node, graph: Graph) -> None:
     edit.finish(edit.reshape(edit.op("Expand", x, edit.ints(_merged(out, len(out), groups))), out))
 
 
-def _runs(rank: int, chosen: set[int], sizes: list[int]) -> list[list[int]]:
+def _runs(chosen: set[int], sizes: list[int]) -> list[list[int]]:
     """Adjacent axes grouped into runs all in ``chosen`` or all outside it; a size-1 axis joins either."""
-    groups: list[list[int]] = []
-    kinds: list[str] = []
-    for axis in range(rank):
-        kind = "any" if sizes[axis] == 1 else "in" if axis in chosen else "out"
-        if groups and (kind == "any" or kinds[-1] in ("any", kind)):
-            groups[-1].append(axis)
-            kinds[-1] = kind if kinds[-1] == "any" else kinds[-1]
-        else:
-            groups.append([axis])
-            kinds.append(kind)
-    return groups
+    return broadcast_groups(sizes, [[1 if a in chosen else d for a, d in enumerate(sizes)]])
 
 
 def _reduce_axes(node, graph: Graph, rank: int) -> list[int]:
@@ -186,7 +175,7 @@ def _reduce_axes(node, graph: Graph, rank: int) -> list[int]:
 def _reduction(edit: Edit, node, graph: Graph) -> None:
     shape = graph.static_shape(node.input[0])
     axes = set(_reduce_axes(node, graph, len(shape)))
-    groups = _runs(len(shape), axes, shape)
+    groups = _runs(axes, shape)
     _fit(groups, node.op_type)
     merged_axes = [g for g, group in enumerate(groups) if any(a in axes for a in group)]
     x = edit.reshape(node.input[0], _merged(shape, len(shape), groups))
@@ -215,7 +204,7 @@ def _slice(edit: Edit, node, graph: Graph) -> None:
     axes_input = graph.constants.get(node.input[3]) if len(node.input) > 3 and node.input[3] else None
     axes = [int(a) % len(shape) for a in axes_input] if axes_input is not None else list(
         range(len(graph.constants[node.input[1]])))
-    groups = _split_chosen(_runs(len(shape), set(axes), shape), set(axes))
+    groups = _split_chosen(_runs(set(axes), shape), set(axes))
     _fit(groups, "Slice")
     merged_axes = [next(g for g, group in enumerate(groups) if a in group) for a in axes]
     x = edit.reshape(node.input[0], _merged(shape, len(shape), groups))
