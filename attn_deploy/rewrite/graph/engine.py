@@ -1,15 +1,16 @@
 """Apply the graph passes that targets need to an exported model, each verified in onnxruntime.
 
 A pass's sites are grouped by the module path of the node each starts from: one report row per
-module. The groups are rewritten together, and the graph runs in onnxruntime (unoptimised: the
-graph as written) on the verification feeds (the parity inputs) against the graph as exported, not
-the graph so far. Every output must agree within ``TOLERANCE x max(1, max|output|)``, or within
-the fp32 noise of the graph itself, whichever is larger: how far onnxruntime's own graph
-optimisations (fusions that reassociate fp32 arithmetic) move the exported graph's outputs on the
-same feed. A fused normalisation and its primitives round differently, and through a detector that
-difference can exceed 1e-6 relative while staying well under what the runtime's own fusions do.
-When a group of sites fails, each is tried alone and those that pass are kept; a refused group's
-row says why.
+module. The groups are rewritten together, and the graph before and after the pass runs in
+onnxruntime (unoptimised: the graph as written) on the verification feeds (the parity inputs), so
+that each row's error is its own pass's. Every output must agree within
+``TOLERANCE x max(1, max|output|)``, or within the fp32 noise of the graph itself, whichever is
+larger: how far onnxruntime's own graph optimisations (fusions that reassociate fp32 arithmetic)
+move the exported graph's outputs on the same feed. A fused normalisation and its primitives round
+differently, and through a detector that difference can exceed 1e-6 relative while staying well
+under what the runtime's own fusions do. What the passes add up to is checked afterwards, as every
+export is: against the original PyTorch model. When a group of sites fails, each is tried alone and
+those that pass are kept; a refused group's row says why.
 """
 
 import collections
@@ -54,8 +55,8 @@ def _difference(a: list[np.ndarray], b: list[np.ndarray]) -> tuple[float, float]
 
 @dataclass
 class Reference:
-    """The exported graph's outputs on the feeds, and its fp32 noise on each: how far onnxruntime's own
-    optimisations move them."""
+    """The graph's outputs on the feeds before the pass being verified, and the exported graph's fp32 noise on
+    each: how far onnxruntime's own optimisations move its outputs."""
 
     outputs: list[list[np.ndarray]]
     noise: list[float]
@@ -92,6 +93,7 @@ class _Pass:
     def __init__(self, graph: Graph, rule: GraphPass, reference: Callable[[], Reference], feeds,
                  classes: dict[str, str], note: str):
         self.graph, self.rule, self.reference, self.feeds, self.note = graph, rule, reference, feeds, note
+        self.outputs: list[list[np.ndarray]] = []  # the last candidate's
         self.groups: dict[str, list[Site]] = collections.defaultdict(list)
         for site in rule.find(graph):
             self.groups[graph.scope(graph.node(site.node))].append(site)
@@ -109,12 +111,14 @@ class _Pass:
             candidate.refresh()
             if self.rule.tidy:
                 candidate.collapse_reshapes()
-            return candidate, *self.reference().check(run(candidate.model, self.feeds))
+            self.outputs = run(candidate.model, self.feeds)
+            return candidate, *self.reference().check(self.outputs)
         except Exception as e:
             return None, None, f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
 
     def _keep(self, candidate: Graph, scopes: list[str], error: float, note: str) -> None:
         self.graph = candidate
+        self.reference().outputs = self.outputs  # the next pass is verified against this graph
         for scope in scopes:
             row = self.rows[scope]
             row.applied, row.max_abs, row.ops_after = True, error, _ops(candidate, scope)
