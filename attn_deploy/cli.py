@@ -221,9 +221,9 @@ def show_rewrite(rewrite_report) -> None:
            f"tolerance {rewrite_report.tolerance:g} x max(1, |output|))", report.rewrite_table(rewrite_report.layers))
     if rewrite_report.graph:
         done = sum(layer.applied for layer in rewrite_report.graph)
-        render(f"Graph passes: {done} applied, {len(rewrite_report.graph) - done} refused (the whole graph verified "
-               f"in onnxruntime fp32 on the parity inputs, tolerance {rewrite_report.tolerance:g} x max(1, |output|) "
-               "or the graph's own fp32 noise)",
+        render(f"Graph passes: {done} applied, {len(rewrite_report.graph) - done} refused (the graph before and after "
+               f"each pass run in onnxruntime fp32 on the parity inputs, tolerance {rewrite_report.tolerance:g} x "
+               "max(1, |output|) or the graph's own fp32 noise)",
                report.rewrite_table(rewrite_report.graph))
     for warning in rewrite_report.divergent.values():
         err.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
