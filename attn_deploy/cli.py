@@ -238,18 +238,16 @@ def load_checkpoint(path: Path, plugins, fork: Path | None, trust: bool, yaml):
     return loaded
 
 
-def rewrite_model(loaded, imgsz: tuple[int, int], batch: int, dynamic: bool, target: str):
-    from .rewrite import rewrite
-
-    with step(f"Rewriting for {target} at {imgsz[0]}x{imgsz[1]}, batch {batch}{' (dynamic)' if dynamic else ''}"):
-        rewritten = rewrite(loaded.model, imgsz, batch, dynamic, target)
-    return rewritten
-
-
 def show_rewrite(rewrite_report) -> None:
     applied = len(rewrite_report.applied)
     render(f"Rewrites: {applied} applied, {len(rewrite_report.layers) - applied} refused (verified in fp64, "
-           f"tolerance {rewrite_report.tolerance:g} x max(1, |output|))", report.rewrite_table(rewrite_report))
+           f"tolerance {rewrite_report.tolerance:g} x max(1, |output|))", report.rewrite_table(rewrite_report.layers))
+    if rewrite_report.graph:
+        done = sum(layer.applied for layer in rewrite_report.graph)
+        render(f"Graph passes: {done} applied, {len(rewrite_report.graph) - done} refused (the graph before and after "
+               f"each pass run in onnxruntime fp32 on the parity inputs, tolerance {rewrite_report.tolerance:g} x "
+               "max(1, |output|) or the graph's own fp32 noise)",
+               report.rewrite_table(rewrite_report.graph))
     for warning in rewrite_report.divergent.values():
         err.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 
@@ -263,10 +261,12 @@ def lint_file(path: Path, target: str):
 
 def show_lint(lint_report) -> None:
     title = f"Lint of {lint_report.path.name} for {lint_report.target} ({sum(lint_report.op_counts.values())} nodes)"
-    if lint_report.passed:
+    if not lint_report.findings:
         out.print(f"{title}: passed, no findings", highlight=False)
     else:
-        render(f"{title}: FAILED", report.lint_table(lint_report))
+        verdict = "passed" if lint_report.passed else "FAILED"
+        render(f"{title}: {verdict}, {len(lint_report.errors)} error(s), {len(lint_report.warnings)} warning(s)",
+               report.lint_table(lint_report))
 
 
 def show_deployment(run) -> None:
@@ -307,7 +307,8 @@ def finish(run, as_json: bool, junit: Path | None) -> None:
 @handled
 def export(
     checkpoint: CheckpointArg,
-    target: Annotated[str, typer.Option(help="Targets: onnx, openvino, trt, comma-separated, or all.")] = "onnx",
+    target: Annotated[str, typer.Option(help="Targets: onnx, openvino, trt, npu (<stem>.npu.onnx, every graph pass "
+                                        "the npu list needs), comma-separated, or all.")] = "onnx",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="The ONNX file; the other artefacts are "
                                                 "named after it (default: beside CKPT).")] = None,
     imgsz: ImgszOpt = None,
@@ -381,15 +382,17 @@ def rewrite_plan(
     yaml: YamlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show which rules rewrite which layers of CHECKPOINT, verified, without exporting anything."""
+    """Show which rules and graph passes rewrite which layers of CHECKPOINT, verified, without writing anything."""
+    from .pipeline import rewrite_plan
+
     loaded = load_checkpoint(checkpoint, plugin, fork, trust_checkpoint, yaml)
     size = parse_imgsz(imgsz) if imgsz else loaded.imgsz or (640, 640)
     loaded.check_input(size, batch)
-    rewritten = rewrite_model(loaded, size, batch, dynamic, target.value)
+    rewrite_report = rewrite_plan(loaded, size, batch, dynamic, target.value, step)
     if as_json:
-        emit_json(rewritten.report)
+        emit_json(rewrite_report)
     else:
-        show_rewrite(rewritten.report)
+        show_rewrite(rewrite_report)
 
 
 @app.command("lint")
@@ -399,7 +402,8 @@ def lint_command(
     target: Annotated[LintTarget, typer.Option(help="The runtime the graph must suit.")] = LintTarget.ort,
     as_json: JsonOpt = False,
 ) -> None:
-    """Find what in EXPORTED will break or bloat TARGET: unsupported ops, shape arithmetic, -inf, rank > 4."""
+    """Find what in EXPORTED will break or bloat TARGET: unsupported ops, shape arithmetic, -inf, rank > 4, batch-filling
+    constants, and what cannot be static (top-k routing, learned-offset sampling), by module. Errors fail (exit 1)."""
     lint_report = lint_file(exported, target.value)
     if as_json:
         emit_json(lint_report)

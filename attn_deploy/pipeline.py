@@ -4,13 +4,18 @@ builds from, lint it for each target, build each artefact, and check each agains
 Rows of the parity table: ONNX fp32; with ``half`` the mixed-precision fp16 ONNX; with ``int8`` the
 Q/DQ INT8 ONNX and the NNCF INT8 OpenVINO IR; OpenVINO at the f32 inference-precision hint (FP32 or
 FP16-compressed weights); OpenVINO at the device's default precision (bf16 on CPUs with AVX512-BF16 or
-AMX), reported for information and not gating; TensorRT. With a validation split every row also gets
+AMX), reported for information and not gating; TensorRT; with the npu target, the npu graph (every
+graph pass the npu support list needs, run in onnxruntime). With a validation split every row also gets
 its mAP against the original model's; INT8 rows are judged by that alone.
 A gating row that fails is localised: the first YOLO block or attention module whose output departs.
+
+After the module rules, the exported ONNX gets the graph passes its targets need (Expand removal and
+batch-constant folding help every target); ``<stem>.npu.onnx`` gets every pass npu needs on top.
 """
 
 import contextlib
 import dataclasses
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,8 +32,8 @@ from .lint import LintReport, lint
 from .parity import TOLERANCES, Detections, ParityReport, Tolerance
 from .verify import localise_export, verify_export
 
-TARGETS = ("onnx", "openvino", "trt")
-LINT_TARGET = {"onnx": "ort", "openvino": "openvino", "trt": "trt"}
+TARGETS = ("onnx", "openvino", "trt", "npu")
+LINT_TARGET = {"onnx": "ort", "openvino": "openvino", "trt": "trt", "npu": "npu"}
 Step = Callable[[str], contextlib.AbstractContextManager]
 
 
@@ -51,7 +56,8 @@ class Plan:
     calib: Path | None = None  # INT8 calibration images: a directory, or a data YAML's train split
 
     def outputs(self) -> list[Path]:
-        paths = [self.output] + ([self.fp16_onnx] if self.half else []) + ([self.int8_onnx] if self.int8 else [])
+        paths = [self.output] + ([self.npu_onnx] if "npu" in self.targets else [])
+        paths += ([self.fp16_onnx] if self.half else []) + ([self.int8_onnx] if self.int8 else [])
         if "openvino" in self.targets:
             paths += [openvino.model_dir(self.output)] + ([openvino.int8_dir(self.output)] if self.int8 else [])
         return paths + ([self.output.with_suffix(".engine")] if "trt" in self.targets else [])
@@ -63,6 +69,14 @@ class Plan:
     @property
     def fp16_onnx(self) -> Path:
         return self.output.with_suffix(".fp16.onnx")
+
+    @property
+    def npu_onnx(self) -> Path:
+        return self.output.with_suffix(".npu.onnx")
+
+    def linted(self, target: str) -> Path:
+        """The ONNX file that ``target`` builds from."""
+        return self.npu_onnx if target == "npu" else self.output
 
 
 @dataclass
@@ -110,7 +124,7 @@ def _rewritten(loaded: LoadedModel, plan: Plan, step: Step):
     o = plan.onnx
     with step(f"Rewriting for {rewrite_target(plan.targets)} at {o.imgsz[0]}x{o.imgsz[1]}, batch {o.batch}"
               f"{' (dynamic)' if o.dynamic else ''}"):
-        done = rewrite(loaded.model, o.imgsz, o.batch, o.dynamic, rewrite_target(plan.targets))
+        done = rewrite(loaded.model, o.imgsz, o.batch, o.dynamic, rewrite_target(plan.targets), o.opset)
     return dataclasses.replace(loaded, model=done.model), done.report
 
 
@@ -125,9 +139,10 @@ def deploy(loaded: LoadedModel, plan: Plan, step: Step = _quiet) -> Deployment:
     result = Deployment(rewrite_report)
     with step(f"Exporting ONNX to {plan.output}"):
         result.exports.append(onnx.export(model, plan.output, plan.onnx))
+    _graph_passes(loaded, plan, result, step)
     for target in plan.targets:
-        with step(f"Linting {plan.output.name} for {LINT_TARGET[target]}"):
-            result.lint.append(lint(plan.output, LINT_TARGET[target]))
+        with step(f"Linting {plan.linted(target).name} for {LINT_TARGET[target]}"):
+            result.lint.append(lint(plan.linted(target), LINT_TARGET[target]))
     _build(plan, result, step, calibration)
     return check(loaded, result, plan, rewrite_report.reference if rewrite_report else "eager", step, split)
 
@@ -142,6 +157,47 @@ def check(loaded: LoadedModel, result: Deployment, plan: Plan, semantics: str = 
     for export, ov_precision, gating in _checks(result.exports):
         _check(loaded, plan, result, export, ov_precision, gating, semantics, step, accuracy)
     return result
+
+
+def _passes(loaded: LoadedModel, source: Path, output: Path, targets: list[str], plan: Plan, step: Step,
+            note: str = "") -> list:
+    from .rewrite import graph
+
+    feeds = [{onnx.INPUT_NAME: x} for x in parity.parity_inputs(plan.onnx.imgsz, plan.onnx.batch).values()]
+    classes = {path: type(m).__name__ for path, m in loaded.model.named_modules()}
+    with step(f"Applying the graph passes for {', '.join(targets)}, each verified in onnxruntime"):
+        return graph.apply_file(source, output, targets, feeds, classes, note)
+
+
+def _graph_passes(loaded: LoadedModel, plan: Plan, result: Deployment, step: Step) -> None:
+    """The passes the exported ONNX's targets need, in place; for npu, every pass it needs on a copy.
+
+    Without rewrites (``--no-rewrite``) the npu graph is the export as it is.
+    """
+    if result.rewrite is None:
+        if "npu" in plan.targets:
+            result.exports.insert(1, ExportResult(shutil.copyfile(plan.output, plan.npu_onnx), "npu"))
+        return
+    shared = [LINT_TARGET[t] for t in plan.targets if t != "npu"] or [LINT_TARGET["onnx"]]
+    result.rewrite.graph += _passes(loaded, plan.output, plan.output, shared, plan, step, f"in {plan.output.name}")
+    if "npu" in plan.targets:
+        result.rewrite.graph += _passes(loaded, plan.output, plan.npu_onnx, ["npu"], plan, step,
+                                        f"in {plan.npu_onnx.name}")
+        result.exports.insert(1, ExportResult(plan.npu_onnx, "npu"))
+
+
+def rewrite_plan(loaded: LoadedModel, imgsz: tuple[int, int], batch: int, dynamic: bool, target: str,
+                 step: Step = _quiet):
+    """What ``export`` rewrites for ``target`` (a rewrite target: onnx, ort, openvino, trt or npu), writing nothing:
+    the module rules, then the graph passes on an export to a temporary file."""
+    plan = Plan([target], Path(), onnx.OnnxOptions(imgsz, batch, dynamic))
+    model, report = _rewritten(loaded, plan, step)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        with step("Exporting to a temporary ONNX file for the graph passes"):
+            onnx.export(model, path, plan.onnx)
+        report.graph = _passes(loaded, path, path, [LINT_TARGET.get(target, target)], plan, step)
+    return report
 
 
 def _calibration_paths(plan: Plan) -> list[Path]:
@@ -210,7 +266,7 @@ def _checks(exports: list[ExportResult]):
 
 def _check(loaded, plan: Plan, result: Deployment, export: ExportResult, ov_precision, gating: bool,
            semantics: str, step: Step, accuracy: AccuracyCheck | None) -> None:
-    label = "device default precision" if ov_precision is None else ""
+    label = "device default precision" if ov_precision is None else "npu graph" if export.target == "npu" else ""
     against = "the original model" + (" with true shifts" if semantics == "true-shift" else "")
     scored = f" and scoring mAP on {accuracy.split.source}" if accuracy else ""
     with step(f"Checking parity of {export.path.name}{f' at the {label}' if label else ''} against {against}"

@@ -105,18 +105,20 @@ def ops_change(before: dict[str, int] | None, after: dict[str, int] | None) -> s
     return f"{sum(before.values())} → {sum(after.values())} nodes" + (f" ({changes})" if changes else "")
 
 
-def rewrite_table(report) -> Table:
+def rewrite_table(layers: list) -> Table:
+    """Module rules or graph passes (``RewriteReport.layers`` or ``.graph``), one row per layer and rule."""
     headers = ["layer", "module", "rule", "applied", "verified max abs", "ONNX ops", "note"]
     rows = [
         [r.path, r.module, r.rule, "yes" if r.applied else "NO", "-" if r.max_abs is None else f"{r.max_abs:.3g}",
          ops_change(r.ops_before, r.ops_after), r.note]
-        for r in report.layers
+        for r in layers
     ]
     return headers, rows
 
 
 def lint_table(report) -> Table:
-    return ["check", "finding", "where"], [[f.check, f.detail, ", ".join(f.nodes)] for f in report.findings]
+    return ["severity", "check", "finding", "where"], [[f.severity, f.check, f.detail, ", ".join(f.nodes)]
+                                                       for f in report.findings]
 
 
 def markdown_table(table: Table) -> str:
@@ -202,7 +204,7 @@ def write_demo_report(directory: Path, run, timing: BenchResult, seconds: float)
         "machine": machine(),
     }
     write_json(directory / "report.json", summary)
-    sections = {"Rewrites": markdown_table(rewrite_table(run.rewrite)),
+    sections = {"Rewrites": markdown_table(rewrite_table(run.rewrite.layers + run.rewrite.graph)),
                 "Exports": "\n".join(f"- `{e.path}` ({e.target}); notes: {'; '.join(e.notes) or 'none'}"
                                      for e in run.exports)}
     for lint in run.lint:
@@ -225,8 +227,8 @@ def junit_xml(run) -> str:
     for lint in run.lint:
         case = ET.SubElement(suite, "testcase", classname="attn-deploy.lint", name=f"lint {lint.target}")
         if not lint.passed:
-            ET.SubElement(case, "failure", message=f"{len(lint.findings)} findings").text = "\n".join(
-                f"{f.check}: {f.detail}" for f in lint.findings)
+            ET.SubElement(case, "failure", message=f"{len(lint.errors)} errors").text = "\n".join(
+                f"{f.check}: {f.detail}" for f in lint.errors)
     for report in run.parity:
         row = summary_row(report)
         case = ET.SubElement(suite, "testcase", classname="attn-deploy.parity",

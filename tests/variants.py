@@ -187,3 +187,315 @@ class EnergyGate(nn.Module):
         d = (x - x.mean((2, 3), keepdim=True)) ** 2
         var = torch.sum(d, dim=(2, 3), keepdim=True) / (h * w)
         return x * torch.sigmoid(d / (4 * (var + 1e-4)) + 0.5)
+
+
+# --- Issue 14: attention as forks paste it in, each written here from the paper's description ----------------
+
+
+class ExpandGate(nn.Module):
+    """SE (Hu et al., 2018) with the gate broadcast by hand: ``expand_as`` before the multiply."""
+
+    def __init__(self, c: int, reduction: int = 16):
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(c, c // reduction, bias=False), nn.ReLU(), nn.Linear(c // reduction, c))
+
+    def forward(self, x):
+        b, c = x.shape[:2]
+        gate = self.fc(x.mean((2, 3))).sigmoid().view(b, c, 1, 1)
+        return x * gate.expand_as(x)
+
+
+class FoldedGroupAttention(nn.Module):
+    """EMA-like (Ouyang et al., 2023): channel groups folded into the batch, GroupNorm with one group per
+    channel there, cross-spatial weights from pooled softmaxes."""
+
+    def __init__(self, c: int, groups: int = 8):
+        super().__init__()
+        self.groups, cg = groups, c // groups
+        self.norm = nn.GroupNorm(cg, cg)
+        self.mix = nn.Conv2d(cg, cg, 1)
+        self.local = nn.Conv2d(cg, cg, 3, padding=1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        g = x.reshape(b * self.groups, -1, h, w)
+        along_h, along_w = g.mean(3, keepdim=True), g.mean(2, keepdim=True).transpose(2, 3)
+        gh, gw = self.mix(torch.cat([along_h, along_w], 2)).split([h, w], 2)
+        global_branch = self.norm(g * gh.sigmoid() * gw.transpose(2, 3).sigmoid())
+        local_branch = self.local(g)
+        weights = (global_branch.mean((2, 3)).softmax(-1)[..., None, None] * local_branch
+                   + local_branch.mean((2, 3)).softmax(-1)[..., None, None] * global_branch).sum(1, keepdim=True)
+        return (g * weights.sigmoid()).reshape(b, c, h, w)
+
+
+class ShuffledGroupGate(nn.Module):
+    """Shuffle attention (Zhang and Yang, 2021) written again: per group, half the channels gated by their mean,
+    half by a one-channel-per-group GroupNorm; then a rank-5 channel shuffle."""
+
+    def __init__(self, c: int, groups: int = 4):
+        super().__init__()
+        self.groups, half = groups, c // (2 * groups)
+        self.norm = nn.GroupNorm(half, half)
+        self.channel = nn.Parameter(torch.rand(2, 1, half, 1, 1) + 0.5)
+        self.spatial = nn.Parameter(torch.rand(2, 1, half, 1, 1) + 0.5)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        a, s = x.reshape(b * self.groups, -1, h, w).chunk(2, 1)
+        a = a * (self.channel[0] * a.mean((2, 3), keepdim=True) + self.channel[1]).sigmoid()
+        s = s * (self.spatial[0] * self.norm(s) + self.spatial[1]).sigmoid()
+        y = torch.cat([a, s], 1).reshape(b, 2, c // 2, h, w)
+        return y.transpose(1, 2).reshape(b, c, h, w)
+
+
+class SelectiveBranches(nn.Module):
+    """SK convolution (Li et al., 2019): two dilated branches stacked on a new axis, softmax across it."""
+
+    def __init__(self, c: int, reduction: int = 8):
+        super().__init__()
+        self.branches = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, c, 3, padding=d, dilation=d, groups=c // 16), nn.BatchNorm2d(c), nn.ReLU())
+            for d in (1, 2))
+        self.squeeze = nn.Sequential(nn.Conv2d(c, c // reduction, 1), nn.ReLU())
+        self.select = nn.Conv2d(c // reduction, 2 * c, 1)
+
+    def forward(self, x):
+        b, c = x.shape[:2]
+        stacked = torch.stack([branch(x) for branch in self.branches], dim=1)
+        summary = self.squeeze(stacked.sum(1).mean((2, 3), keepdim=True))
+        weights = self.select(summary).view(b, 2, c, 1, 1).softmax(dim=1)
+        return (stacked * weights).sum(1)
+
+
+class EinopsWindowAttention(nn.Module):
+    """Non-overlapping window attention (Swin without the shift), windows cut and pasted by einops."""
+
+    def __init__(self, c: int, heads: int = 4, window: int = 4):
+        super().__init__()
+        self.heads, self.window = heads, window
+        self.qkv = nn.Conv2d(c, 3 * c, 1)
+        self.out = nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        from einops import rearrange
+
+        h, w = x.shape[2:]
+        pattern = "b (heads d) (nh p1) (nw p2) -> (b nh nw) heads (p1 p2) d"
+        q, k, v = (rearrange(t, pattern, heads=self.heads, p1=self.window, p2=self.window)
+                   for t in self.qkv(x).chunk(3, 1))
+        attn = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(-1)
+        y = rearrange(attn @ v, "(b nh nw) heads (p1 p2) d -> b (heads d) (nh p1) (nw p2)", nh=h // self.window,
+                      nw=w // self.window, p1=self.window)
+        return x + self.out(y)
+
+
+class PatchTransformer(nn.Module):
+    """MobileViT-like (Mehta and Rastegari, 2022): unfold into patches with einops, a LayerNorm transformer
+    over the pixels at each patch position with a rank-5 head split, fold back, fuse."""
+
+    def __init__(self, c: int, dim: int = 64, heads: int = 4, patch: int = 2):
+        super().__init__()
+        self.heads, self.patch = heads, patch
+        self.into = nn.Conv2d(c, dim, 1)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.SiLU(), nn.Linear(2 * dim, dim))
+        self.back = nn.Conv2d(dim, c, 1)
+
+    def forward(self, x):
+        from einops import rearrange
+
+        h, w = x.shape[2:]
+        t = rearrange(self.into(x), "b d (nh ph) (nw pw) -> b (ph pw) (nh nw) d", ph=self.patch, pw=self.patch)
+        q, k, v = (rearrange(part, "b p n (heads d) -> b p heads n d", heads=self.heads)
+                   for part in self.qkv(self.norm1(t)).chunk(3, -1))
+        attn = (q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(-1)
+        t = t + self.proj(rearrange(attn @ v, "b p heads n d -> b p n (heads d)"))
+        t = t + self.ffn(self.norm2(t))
+        y = rearrange(t, "b (ph pw) (nh nw) d -> b d (nh ph) (nw pw)", nh=h // self.patch, ph=self.patch)
+        return x + self.back(y)
+
+
+class TopkRegionAttention(nn.Module):
+    """BiFormer-like (Zhu et al., 2023) bi-level routing: region descriptors pick the top-k regions each
+    region attends to; their tokens are gathered at the computed indices."""
+
+    def __init__(self, c: int, regions: int = 2, topk: int = 2):
+        super().__init__()
+        self.regions, self.topk = regions, topk
+        self.qkv = nn.Conv2d(c, 3 * c, 1)
+        self.out = nn.Conv2d(c, c, 1)
+
+    def _tokens(self, t):
+        b, c, h, w = t.shape
+        r = self.regions
+        return t.view(b, c, r, h // r, r, w // r).permute(0, 2, 4, 3, 5, 1).reshape(b, r * r, -1, c)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(x).chunk(3, 1)
+        size = (h // self.regions, w // self.regions)
+        affinity = F.avg_pool2d(q, size).flatten(2).transpose(1, 2) @ F.avg_pool2d(k, size).flatten(2)
+        chosen = affinity.topk(self.topk, dim=-1).indices  # (b, regions, topk)
+        qt, kt, vt = self._tokens(q), self._tokens(k), self._tokens(v)
+        n = kt.shape[2]
+        index = chosen.reshape(b, -1, 1, 1).expand(-1, -1, n, c)
+        keys = torch.gather(kt, 1, index).reshape(b * qt.shape[1], self.topk * n, c)
+        values = torch.gather(vt, 1, index).reshape(b * qt.shape[1], self.topk * n, c)
+        attn = (qt.reshape(-1, n, c) @ keys.transpose(1, 2) * c**-0.5).softmax(-1)
+        y = (attn @ values).view(b, self.regions, self.regions, h // self.regions, w // self.regions, c)
+        return x + self.out(y.permute(0, 5, 1, 3, 2, 4).reshape(b, c, h, w))
+
+
+class OffsetSampling(nn.Module):
+    """Deformable attention (Xia et al., DAT, 2022) reduced to its sampling: per group, offsets predicted from
+    the queries move a reference grid built at the batch the module sees (batch x groups), and the keys are
+    sampled there with grid_sample."""
+
+    def __init__(self, c: int, groups: int = 4):
+        super().__init__()
+        self.groups, cg = groups, c // groups
+        self.offsets = nn.Sequential(nn.Conv2d(cg, cg, 3, padding=1, groups=cg), nn.GELU(), nn.Conv2d(cg, 2, 1))
+        self.value = nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        g = x.reshape(b * self.groups, -1, h, w)
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+        reference = torch.stack([xs, ys], -1)[None].repeat(b * self.groups, 1, 1, 1)
+        grid = reference + self.offsets(g).permute(0, 2, 3, 1).tanh() * (2 / max(h, w))
+        sampled = F.grid_sample(self.value(x).reshape(b * self.groups, -1, h, w), grid, align_corners=True)
+        return x + sampled.reshape(b, c, h, w)
+
+
+class LocalGlobalPooling(nn.Module):
+    """MLCA-like (Wan et al., 2023): pooling to a 5x5 local map and from it to 1x1, a 1-D conv across channels,
+    and adaptive pooling that upsamples: the global 1x1 weights to 5x5, the mixed 5x5 map to the input size."""
+
+    def __init__(self, c: int, local: int = 5, mix: float = 0.5):
+        super().__init__()
+        self.local, self.mix = local, mix
+        self.to_local = nn.AdaptiveAvgPool2d(local)
+        self.conv_local = nn.Conv1d(1, 1, 3, padding=1, bias=False)
+        self.conv_global = nn.Conv1d(1, 1, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        local = self.to_local(x)
+        pooled = F.adaptive_avg_pool2d(local, 1)
+        weights_global = self.conv_global(pooled.view(b, 1, c)).view(b, c, 1, 1).sigmoid()
+        weights_local = self.conv_local(local.permute(0, 2, 3, 1).reshape(b, 1, -1)).view(
+            b, self.local, self.local, c).permute(0, 3, 1, 2).sigmoid()
+        mixed = weights_local * (1 - self.mix) + F.adaptive_avg_pool2d(weights_global, self.local) * self.mix
+        return x * F.adaptive_avg_pool2d(mixed, (h, w))
+
+
+class DeformableLargeKernel(nn.Module):
+    """Deformable large-kernel attention (Azad et al., D-LKA, 2024): a depthwise 5x5, then a dilated depthwise
+    torchvision deformable convolution whose offsets a convolution predicts, then a 1x1, gating the input."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        from torchvision.ops import DeformConv2d
+
+        self.local = nn.Conv2d(c, c, 5, padding=2, groups=c)
+        self.offsets = nn.Conv2d(c, 2 * 9, 3, padding=1)
+        self.deform = DeformConv2d(c, c, 3, padding=2, dilation=2, groups=c)
+        self.mix = nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        a = self.local(x)
+        return x * self.mix(self.deform(a, self.offsets(a)))
+
+
+class CoordinateGate(nn.Module):
+    """Coordinate attention (Hou et al., 2021): pooling along each axis with (None, 1) and (1, None) sizes."""
+
+    def __init__(self, c: int, reduction: int = 32):
+        super().__init__()
+        mid = max(8, c // reduction)
+        self.pool_h, self.pool_w = nn.AdaptiveAvgPool2d((None, 1)), nn.AdaptiveAvgPool2d((1, None))
+        self.squeeze = nn.Sequential(nn.Conv2d(c, mid, 1), nn.BatchNorm2d(mid), nn.Hardswish())
+        self.to_h, self.to_w = nn.Conv2d(mid, c, 1), nn.Conv2d(mid, c, 1)
+
+    def forward(self, x):
+        h, w = x.shape[2:]
+        y = self.squeeze(torch.cat([self.pool_h(x), self.pool_w(x).permute(0, 1, 3, 2)], 2))
+        along_h, along_w = torch.split(y, [h, w], 2)
+        return x * self.to_h(along_h).sigmoid() * self.to_w(along_w.permute(0, 1, 3, 2)).sigmoid()
+
+
+class ChannelSpatialGate(nn.Module):
+    """CBAM (Woo et al., 2018): a shared MLP on max- and mean-pooled channels, then a 7x7 conv on the
+    channel-wise mean and max maps."""
+
+    def __init__(self, c: int, reduction: int = 16):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Conv2d(c, c // reduction, 1, bias=False), nn.ReLU(),
+                                 nn.Conv2d(c // reduction, c, 1, bias=False))
+        self.max_pool, self.avg_pool = nn.AdaptiveMaxPool2d(1), nn.AdaptiveAvgPool2d(1)
+        self.spatial = nn.Conv2d(2, 1, 7, padding=3, bias=False)
+
+    def forward(self, x):
+        x = x * (self.mlp(self.max_pool(x)) + self.mlp(self.avg_pool(x))).sigmoid()
+        maps = torch.cat([x.mean(1, keepdim=True), torch.max(x, 1, keepdim=True)[0]], 1)
+        return x * self.spatial(maps).sigmoid()
+
+
+class SeparableLargeKernel(nn.Module):
+    """LSKA-like (Lau et al., 2024): a large depthwise kernel split into 1xk and kx1 parts, the second pair
+    dilated, gating the input."""
+
+    def __init__(self, c: int, k: int = 11):
+        super().__init__()
+        near, far, dilation = 3, k // 3, 3
+        self.rows = nn.Conv2d(c, c, (1, near), padding=(0, near // 2), groups=c)
+        self.cols = nn.Conv2d(c, c, (near, 1), padding=(near // 2, 0), groups=c)
+        self.far_rows = nn.Conv2d(c, c, (1, far), padding=(0, far // 2 * dilation), dilation=dilation, groups=c)
+        self.far_cols = nn.Conv2d(c, c, (far, 1), padding=(far // 2 * dilation, 0), dilation=dilation, groups=c)
+        self.mix = nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        return x * self.mix(self.far_cols(self.far_rows(self.cols(self.rows(x)))))
+
+
+class TokenEncoder(nn.Module):
+    """A pre-norm transformer encoder block over the flattened map, heads split as ViT's reference code does
+    (one rank-5 reshape and permute, unbound into q, k, v)."""
+
+    def __init__(self, c: int, heads: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(c), nn.LayerNorm(c)
+        self.qkv, self.proj = nn.Linear(c, 3 * c), nn.Linear(c, c)
+        self.mlp = nn.Sequential(nn.Linear(c, 2 * c), nn.GELU(), nn.Linear(2 * c, c))
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        t = x.flatten(2).transpose(1, 2)
+        q, k, v = self.qkv(self.norm1(t)).reshape(b, h * w, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(-1)
+        t = t + self.proj((attn @ v).transpose(1, 2).reshape(b, h * w, c))
+        t = t + self.mlp(self.norm2(t))
+        return t.transpose(1, 2).reshape(b, c, h, w)
+
+
+# The issue-14 catalogue: each variant's name and how to build it for c channels (windows and regions of 2, so
+# that a P5 map as small as 2x4 still holds two), and those whose routing or sampling is data-dependent.
+GRAPH_VARIANTS = {
+    "se-expand-as": ExpandGate,
+    "ema-folded-groupnorm": FoldedGroupAttention,
+    "shuffle-attention": ShuffledGroupGate,
+    "sk-stacked-branches": SelectiveBranches,
+    "einops-windows": lambda c: EinopsWindowAttention(c, window=2),
+    "mobilevit-patches": PatchTransformer,
+    "mlca-upsampling-pool": LocalGlobalPooling,
+    "coordatt-none-1-pool": CoordinateGate,
+    "cbam-max-mean": ChannelSpatialGate,
+    "lska-separable": SeparableLargeKernel,
+    "layernorm-transformer": TokenEncoder,
+    "biformer-topk-routing": TopkRegionAttention,
+    "dat-offset-sampling": OffsetSampling,
+    "dlka-deformable-conv": DeformableLargeKernel,
+}
+DATA_DEPENDENT = {"biformer-topk-routing", "dat-offset-sampling", "dlka-deformable-conv"}

@@ -59,6 +59,9 @@ def _dynamic_axes(dynamic: bool) -> dict | None:
 
 def _trace(module: nn.Module, args: tuple, f, opset: int, names: tuple[list, list] = (None, None),
            dynamic_axes: dict | None = None, kwargs: dict | None = None) -> None:
+    from .symbolics import register
+
+    register()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation warnings on published code are expected
         torch.onnx.export(module, args, f, kwargs=kwargs, dynamo=False, opset_version=opset, input_names=names[0],
@@ -88,42 +91,59 @@ def op_counts(module: nn.Module, call, opset: int = 18, dynamic: bool = False) -
 
 
 def _failed_op(error: Exception) -> str:
-    found = re.search(r"(aten::\w+|operator \w+)", str(error))
-    return found.group(1) if found else f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    """The op an export failed on (``aten::diag``, ``operator adaptive_avg_pool2d``), and the opset that has it."""
+    text = str(error)
+    found = re.search(r"\b(\w+::\w+)|of (operator \w+)", text)
+    if not found:
+        return f"{type(error).__name__}: {text.splitlines()[0][:200]}"
+    since = re.search(r"added in version (\d+)", text)
+    return next(g for g in found.groups() if g) + (f" (needs --opset {since.group(1)})" if since else "")
 
 
-def _module_inputs(model: nn.Module, im: torch.Tensor, types: tuple[type, ...]) -> dict[str, tuple]:
-    inputs, hooks = {}, []
+def _own_code(model: nn.Module) -> list[str]:
+    """Paths of the modules that are the user's code, and of torch layers inside them, deepest first.
 
-    def record(name: str):
-        def hook(module, args, output) -> None:
-            inputs.setdefault(name, args)
+    Ultralytics' blocks, and torch layers directly inside them, export; the attention code pasted into a
+    fork, whatever its class, is what may not.
+    """
+    own: set[str] = set()
+    for path, module in model.named_modules():
+        home = type(module).__module__
+        parent = path.rpartition(".")[0]
+        if path and not home.startswith("ultralytics.") and (not home.startswith("torch.") or parent in own):
+            own.add(path)
+    return sorted(own, key=lambda p: -p.count("."))
 
-        return hook
 
-    for name, m in model.named_modules():
-        if isinstance(m, types):
-            hooks.append(m.register_forward_hook(record(name)))
-    with torch.no_grad():
-        model(im)
-    for h in hooks:
-        h.remove()
-    return inputs
+class _Bound(nn.Module):
+    """``module`` called with its keyword arguments fixed: the tracer would turn a bool keyword into a tensor."""
+
+    def __init__(self, module: nn.Module, kwargs: dict):
+        super().__init__()
+        self.module, self.kwargs = module, kwargs
+
+    def forward(self, *args):
+        return self.module(*args, **self.kwargs)
 
 
 def _culprits(model: nn.Module, im: torch.Tensor, options: OnnxOptions) -> list[str]:
-    """Export each attention module alone at its feature shape; name those that fail, with the op."""
-    from ..models import ZOO
+    """Export each of the user's modules alone at its feature shape; name the leaf-most that fail, with the op."""
+    from ..rewrite.capture import capture
 
-    modules = dict(model.named_modules())
-    culprits = []
-    for name, args in _module_inputs(model, im, tuple({e.module for e in ZOO.values()})).items():
+    calls, own = capture(model, im), _own_code(model)
+    failed: dict[str, str] = {}
+    for path in own:
+        if path not in calls or any(f.startswith(f"{path}.") for f in failed):
+            continue
+        module = model.get_submodule(path)
         try:
             with _native_output_silenced():  # the failing trace's graph dump; the op named is the answer
-                _trace(modules[name], args[:1], io.BytesIO(), options.opset)
+                _trace(_Bound(module, calls[path].kwargs), calls[path].args, io.BytesIO(), options.opset)
         except Exception as e:
-            culprits.append(f"{name} ({type(modules[name]).__name__}): {_failed_op(e)}")
-    return culprits
+            outer = min((p for p in own if path.startswith(f"{p}.")), key=len, default=None)
+            within = f" in {outer} ({type(model.get_submodule(outer)).__name__})" if outer else ""
+            failed[path] = f"{path} ({type(module).__name__}){within}: {_failed_op(e)}"
+    return list(failed.values())
 
 
 def _explain(model: nn.Module, im: torch.Tensor, options: OnnxOptions, error: Exception) -> AttnDeployError:
@@ -217,11 +237,19 @@ def with_outputs(model_onnx, names: list[str]):
 
 
 def _scope(node_name: str) -> str:
-    """``/model.10/attn/qkvs.0/Conv`` -> ``model.10.attn.qkvs.0``: the module path torch's exporter recorded."""
-    return node_name.rsplit("/", 1)[0].strip("/").replace("/", ".") if "/" in node_name else ""
+    """``/model.10/attn/qkvs.0/Conv`` -> ``model.10.attn.qkvs.0``: the module path torch's exporter recorded.
+
+    A called container's child is recorded with the container's name in front (``/model.10/fc/fc.0/MatMul``
+    for ``model.10.fc.0``): the container's own segment is then dropped.
+    """
+    if "/" not in node_name:
+        return ""
+    segments = node_name.rsplit("/", 1)[0].strip("/").split("/")
+    kept = [s for s, after in zip(segments, segments[1:] + [""]) if not after.startswith(f"{s}.")]
+    return ".".join(kept)
 
 
-def _node_scopes(graph) -> dict[str, str]:
+def node_scopes(graph) -> dict[str, str]:
     """Each node's module path; a node the simplifier created without one takes its first input's producer's."""
     scopes, produced_in = {}, {}
     for node in graph.node:  # topologically sorted, so producers come first
@@ -241,7 +269,7 @@ def module_outputs(model_onnx, paths: list[str]) -> dict[str, str]:
     Modules whose nodes pass on no tensor, or several, are left out: their output cannot be told apart.
     """
     graph = model_onnx.graph
-    scopes = _node_scopes(graph)
+    scopes = node_scopes(graph)
     consumers: dict[str, list[str]] = collections.defaultdict(list)
     for node in graph.node:
         for name in node.input:
@@ -279,7 +307,9 @@ def export(loaded: LoadedModel, output: Path, options: OnnxOptions) -> ExportRes
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"
         try:
-            _trace(model, (im,), raw, options.opset, ([INPUT_NAME], [OUTPUT_NAME]), _dynamic_axes(options.dynamic))
+            with _native_output_silenced():  # a failing trace dumps its whole graph; _explain names the module
+                _trace(model, (im,), raw, options.opset, ([INPUT_NAME], [OUTPUT_NAME]),
+                       _dynamic_axes(options.dynamic))
         except Exception as e:
             raise _explain(model, im, options, e) from e
         model_onnx = onnx.load(raw)

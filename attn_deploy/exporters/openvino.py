@@ -72,11 +72,35 @@ def quantize(onnx_path: Path, output: Path, calibration: list[np.ndarray], keep:
     return ExportResult(output, "openvino", [note])
 
 
+def _deform_conv(node):
+    """ONNX DeformConv as OpenVINO's DeformableConvolution-8 (its ONNX frontend has no DeformConv).
+
+    The offsets have the same layout; ``bilinear_interpolation_pad`` gives torchvision's (and ONNX's)
+    zero padding of samples that fall partly outside the input. The bias is added after.
+    """
+    import openvino.opset1 as ops1
+    import openvino.opset8 as ops8
+
+    def attr(name: str, default):
+        return node.get_attribute(name) if node.has_attribute(name) else default
+
+    pads = list(attr("pads", [0, 0, 0, 0]))
+    inputs = [node.get_input(i) for i in range(node.get_input_size())]
+    y = ops8.deformable_convolution(inputs[0], inputs[2], inputs[1], list(attr("strides", [1, 1])), pads[:2],
+                                    pads[2:], list(attr("dilations", [1, 1])), inputs[4] if len(inputs) > 4 else None,
+                                    group=attr("group", 1), deformable_group=attr("offset_group", 1),
+                                    bilinear_interpolation_pad=True)
+    if len(inputs) > 3:
+        y = ops1.add(y, ops1.reshape(inputs[3], np.array([1, -1, 1, 1], dtype=np.int64), False))
+    return [y.output(0)]
+
+
 def _convert(onnx_path: Path):
     import openvino as ov
+    from openvino.frontend.onnx import ConversionExtension
 
     try:
-        return ov.convert_model(str(onnx_path))
+        return ov.convert_model(str(onnx_path), extension=[ConversionExtension("DeformConv", _deform_conv)])
     except Exception as e:
         raise AttnDeployError(f"OpenVINO cannot convert {onnx_path}: {str(e).splitlines()[0][:300]}") from e
 

@@ -2,10 +2,17 @@
 
 Every target fails on ScatterND, Einsum, NonZero, If and Loop; on Shape-derived subgraphs in a
 static export; on infinite constants (they turn into NaN in fp16 arithmetic and in masks that
-cover a whole row); on constants that fill the batch axis instead of broadcasting over it (a
-constant of rank >= 2 whose leading size is above 1 and equals that of the activation it is
-combined with elementwise); and on ops outside the target's support list (``support``). ``npu``
-also fails on tensors of rank above 4.
+cover a whole row); on ops outside the target's support list (``support``); and on tensors of
+higher rank than it takes (npu: 4). Data-dependent ops (top-k routing, sampling at learned
+offsets) have no static equivalent: each is named by its module, with the targets that can and
+cannot run it (``data_dependent``).
+
+A finding is an error (the lint fails) or a warning (the graph runs on the target, but the user
+should know). A constant that fills the batch axis instead of broadcasting over it (a constant of
+rank >= 2 whose leading size is above 1 and equals that of the activation it is combined with
+elementwise) is a warning in a static export when its slices are all equal (right at this batch,
+and the batch-constant graph pass folds it), and an error in a dynamic export or when its slices
+differ (no broadcasting form exists).
 """
 
 from dataclasses import dataclass, field
@@ -14,12 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AttnDeployError
-from .support import SUPPORT
+from .support import DATA_DEPENDENT, MAX_RANK, SUPPORT
 
 TARGETS = tuple(SUPPORT)
 NEVER = ("ScatterND", "Einsum", "NonZero", "If", "Loop")
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Where", "Max", "Min", "Pow", "Equal", "Greater", "Less"}
-MAX_NPU_RANK = 4
 
 
 @dataclass
@@ -27,6 +33,8 @@ class Finding:
     check: str
     detail: str
     nodes: list[str] = field(default_factory=list)
+    severity: str = "error"  # "error" fails the lint; "warning" is reported, the graph runs on the target
+    module: str = ""  # the PyTorch module path the finding is about, where it is about one
 
 
 @dataclass
@@ -38,11 +46,19 @@ class LintReport:
     findings: list[Finding] = field(default_factory=list)
 
     @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warning"]
+
+    @property
     def passed(self) -> bool:
-        return not self.findings
+        return not self.errors
 
 
-def _names(nodes, limit: int = 5) -> list[str]:
+def names(nodes, limit: int = 5) -> list[str]:
     return [n.name or n.op_type for n in nodes][:limit]
 
 
@@ -52,14 +68,16 @@ def _op_findings(graph, target: str, static: bool) -> list[Finding]:
         nodes = [n for n in graph.node if n.op_type == op]
         if nodes:
             why = "shape arithmetic in a static export" if op in ("Shape", "Size") else "unsupported on edge targets"
-            findings.append(Finding(f"op {op}", f"{len(nodes)} node(s): {why}", _names(nodes)))
-    outside = sorted({n.op_type for n in graph.node if n.domain in ("", "ai.onnx")} - SUPPORT[target] - set(flagged))
+            findings.append(Finding(f"op {op}", f"{len(nodes)} node(s): {why}", names(nodes)))
+    ops = {n.op_type for n in graph.node if n.domain in ("", "ai.onnx")}
+    outside = sorted(ops - SUPPORT[target] - set(flagged) - set(DATA_DEPENDENT))  # those get a finding of their own
     if outside:
         findings.append(Finding("support list", f"ops that {target} does not support: {', '.join(outside)}"))
     return findings
 
 
-def _constants(graph) -> dict[str, np.ndarray]:
+def constants(graph) -> dict[str, np.ndarray]:
+    """Every constant's value: initializers and Constant nodes."""
     from onnx import numpy_helper
 
     values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
@@ -69,19 +87,21 @@ def _constants(graph) -> dict[str, np.ndarray]:
     return values
 
 
-def _infinite(constants: dict[str, np.ndarray]) -> list[Finding]:
-    names = [k for k, v in constants.items() if v.dtype.kind == "f" and np.isinf(v).any()]
-    return [Finding("infinite constant", f"{len(names)} constant(s) hold ±inf", names[:5])] if names else []
+def _infinite(values: dict[str, np.ndarray]) -> list[Finding]:
+    found = [k for k, v in values.items() if v.dtype.kind == "f" and np.isinf(v).any()]
+    return [Finding("infinite constant", f"{len(found)} constant(s) hold ±inf", found[:5])] if found else []
 
 
-def _shapes(model) -> dict[str, list]:
+def tensor_shapes(model) -> dict[str, list]:
+    """Each tensor's inferred shape: ints where known, the symbol (or "?") where not."""
     import onnx
 
     inferred = onnx.shape_inference.infer_shapes(model).graph
-    shapes = {}
+    shapes = {t.name: list(t.dims) for t in inferred.initializer}
     for info in [*inferred.input, *inferred.value_info, *inferred.output]:
-        dims = info.type.tensor_type.shape.dim
-        shapes[info.name] = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
+        if info.type.tensor_type.HasField("shape"):
+            dims = info.type.tensor_type.shape.dim
+            shapes[info.name] = [d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in dims]
     return shapes
 
 
@@ -91,31 +111,57 @@ def _fills_batch(constant: np.ndarray, activation: list) -> bool:
     return isinstance(activation[0], str) or activation[0] == constant.shape[0]
 
 
-def _batch_filling(graph, constants: dict[str, np.ndarray], shapes: dict[str, list]) -> list[Finding]:
-    culprits = [
-        node for node in graph.node if node.op_type in ELEMENTWISE and any(
-            _fills_batch(constants[c], shapes[a]) for c in node.input if c in constants
-            for a in node.input if a not in constants and a in shapes)
-    ]
-    if not culprits:
-        return []
-    return [Finding("batch-dependent constant", f"{len(culprits)} node(s) combine an activation with a constant that "
-                    "fills its leading (batch) axis instead of broadcasting over it", _names(culprits))]
+def batch_constants(nodes, values: dict[str, np.ndarray], shapes: dict[str, list]) -> list[tuple[object, str]]:
+    """(node, constant) for each elementwise node combining an activation with a constant that fills its batch axis."""
+    return [(node, c) for node in nodes if node.op_type in ELEMENTWISE for c in node.input if c in values and any(
+        _fills_batch(values[c], shapes[a]) for a in node.input if a not in values and a in shapes)]
 
 
-def _rank(shapes: dict[str, list], constants: dict[str, np.ndarray]) -> list[Finding]:
-    ranks = {**{k: len(v) for k, v in shapes.items()}, **{k: v.ndim for k, v in constants.items()}}
-    high = sorted(k for k, r in ranks.items() if r > MAX_NPU_RANK)
-    return [Finding("rank > 4", f"{len(high)} tensor(s) of rank above {MAX_NPU_RANK}", high[:5])] if high else []
+def foldable(constant: np.ndarray) -> bool:
+    """Whether every slice along the leading axis equals the first, so that the first slice, broadcast, is the same."""
+    return bool(np.array_equal(constant, np.broadcast_to(constant[:1], constant.shape)))
+
+
+def _batch_filling(graph, values: dict[str, np.ndarray], shapes: dict[str, list], static: bool) -> list[Finding]:
+    found = batch_constants(graph.node, values, shapes)
+    repeated = [node for node, c in found if foldable(values[c])]
+    differing = [node for node, c in found if not foldable(values[c])]
+    check, what = "batch-dependent constant", "node(s) combine an activation with a constant that fills its leading " \
+                                             "(batch) axis"
+    findings = []
+    if differing:
+        findings.append(Finding(check, f"{len(differing)} {what} with slices that differ: no broadcasting form exists, "
+                                "the graph is right at this batch only", names(differing)))
+    if repeated:
+        verdict = ("right at this batch, but the file can never be made dynamic" if static else
+                   "wrong at any other batch of this dynamic export")
+        findings.append(Finding(check, f"{len(repeated)} {what} with one slice repeated: {verdict}; the batch-constant "
+                                "graph pass folds it to its first slice", names(repeated),
+                                "warning" if static else "error"))
+    return findings
+
+
+def _rank(target: str, shapes: dict[str, list], values: dict[str, np.ndarray]) -> list[Finding]:
+    limit = MAX_RANK[target]
+    ranks = {**{k: len(v) for k, v in shapes.items()}, **{k: v.ndim for k, v in values.items()}}
+    high = sorted(k for k, r in ranks.items() if r > limit)
+    return [Finding(f"rank > {limit}", f"{len(high)} tensor(s) of rank above {limit}", high[:5])] if high else []
 
 
 def _static(graph) -> bool:
     return all(d.HasField("dim_value") for i in graph.input for d in i.type.tensor_type.shape.dim)
 
 
+def opset(model) -> int:
+    """The default-domain opset a model imports."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+
 def lint(path: str | Path, target: str = "ort") -> LintReport:
     """Check the ONNX graph at ``path`` against ``target`` (ort, openvino, trt or npu)."""
     import onnx
+
+    from .data_dependent import data_dependent
 
     path = Path(path)
     if not path.exists():
@@ -130,10 +176,11 @@ def lint(path: str | Path, target: str = "ort") -> LintReport:
     counts: dict[str, int] = {}
     for node in graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    constants, shapes = _constants(graph), _shapes(model)
+    values, shapes = constants(graph), tensor_shapes(model)
     report = LintReport(path, target, static, dict(sorted(counts.items())))
-    report.findings = [*_op_findings(graph, target, static), *_infinite(constants),
-                       *_batch_filling(graph, constants, shapes)]
-    if target == "npu":
-        report.findings += _rank(shapes, constants)
+    report.findings = [*_op_findings(graph, target, static), *_infinite(values),
+                       *_batch_filling(graph, values, shapes, static),
+                       *data_dependent(graph, target, shapes, values, opset(model))]
+    if target in MAX_RANK:
+        report.findings += _rank(target, shapes, values)
     return report

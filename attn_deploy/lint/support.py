@@ -79,3 +79,33 @@ NPU: frozenset[str] = frozenset({
 })
 
 SUPPORT: dict[str, frozenset[str]] = {"ort": ONNXRUNTIME, "openvino": OPENVINO, "trt": TENSORRT, "npu": NPU}
+
+# Tensors of higher rank than these targets take (the NPU compilers above lower rank <= 4 to hardware).
+MAX_RANK: dict[str, int] = {"npu": 4}
+
+# Ops whose result depends on computed values, not on shapes alone: routing by top-k indices and sampling at
+# learned offsets. No static rewrite can replace them; the lint names the module and says who runs them.
+DATA_DEPENDENT: dict[str, str] = {
+    "TopK": "top-k selection (routing by computed scores)",
+    "GatherElements": "gathering at computed indices (routing)",
+    "GatherND": "gathering at computed indices",
+    "GridSample": "sampling at computed positions (learned offsets)",
+    "DeformConv": "convolution sampled at learned offsets",
+}
+
+# Limits beyond being on a support list. TensorRT: the Restrictions column of onnx-tensorrt docs/operators.md
+# (commit above): TopK "`sorted` must be 1. `K` input must be less than 3840", GridSample "Input must be 4D
+# input", DeformConv "`input` must have 1D or 2D spatial dimensions. `pads` for the beginning and end along each
+# spatial axis must be the same". GridSample exists from opset 16 (ONNX Operators.md; torch exports it from 16);
+# onnxruntime 1.32 and OpenVINO 2026.4 run versions 16, 20 and 22 (checked on this project's test graphs).
+TOPK_MAX_K: dict[str, int] = {"trt": 3839}
+GRIDSAMPLE_RANK: dict[str, int] = {"trt": 4}
+GRIDSAMPLE_MIN_OPSET = 16
+DEFORMCONV_SYMMETRIC_PADS = frozenset({"trt"})
+
+# Ops a target's own ONNX reader lacks but attn-deploy's export for it converts: OpenVINO's ONNX frontend has no
+# default-domain DeformConv (supported_ops.md above: no supported version), so exporters/openvino.py maps it to
+# OpenVINO's DeformableConvolution-8 at conversion.
+CONVERTED: dict[str, dict[str, str]] = {
+    "openvino": {"DeformConv": "attn-deploy's OpenVINO export maps it to DeformableConvolution-8"},
+}

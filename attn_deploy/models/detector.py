@@ -1,11 +1,15 @@
 """Seeded YOLOv8 detectors built from the shipped zoo YAMLs (the test fixtures, the demo model, the study's
 detectors), the plain YOLOv8 they are compared with, and each zoo module alone as its YAML configures it."""
 
+from collections.abc import Callable
+
 import torch
 import yaml
 from torch import nn
 
 from . import ZOO, registry
+
+P5_LAYER = 10  # where the zoo YAMLs put the attention module: after SPPF at P5
 
 
 def _zoo_modules(model: nn.Module) -> list[nn.Module]:
@@ -14,10 +18,10 @@ def _zoo_modules(model: nn.Module) -> list[nn.Module]:
 
 
 @torch.no_grad()
-def _wake_zero_parameters(model: nn.Module, generator: torch.Generator) -> None:
+def _wake_zero_parameters(modules: list[nn.Module], generator: torch.Generator) -> None:
     # Published inits leave some attention paths off (CCNet's gamma, EfficientViT's projection BN
     # weight, the attention biases); an untrained fixture with them at zero would prove nothing.
-    for module in _zoo_modules(model):
+    for module in modules:
         for p in module.parameters():
             if not p.any():
                 p.copy_(torch.rand(p.shape, generator=generator) + 0.5)
@@ -59,18 +63,38 @@ def _cfg(name: str) -> dict:
     return yaml.safe_load(ZOO[name].yaml.read_text())
 
 
-def build_detector(name: str, scale: str = "n", nc: int = 80, seed: int = 0) -> nn.Module:
-    """A YOLOv8 ``scale`` detector with zoo module ``name`` at P5 (or ``none``), seeded and with live attention."""
+def _seeded(name: str, scale: str, nc: int, seed: int) -> nn.Module:
     from ultralytics.nn.tasks import DetectionModel
 
     registry.register()
     cfg = _cfg(name)
     cfg.update(scale=scale, nc=nc, yaml_file=f"yolov8{scale}-{name}.yaml")
     torch.manual_seed(seed)
-    model = DetectionModel(cfg, nc=nc, verbose=False)
+    return DetectionModel(cfg, nc=nc, verbose=False)
+
+
+def build_detector(name: str, scale: str = "n", nc: int = 80, seed: int = 0) -> nn.Module:
+    """A YOLOv8 ``scale`` detector with zoo module ``name`` at P5 (or ``none``), seeded and with live attention."""
+    model = _seeded(name, scale, nc, seed)
     generator = torch.Generator().manual_seed(seed)
-    _wake_zero_parameters(model, generator)
+    _wake_zero_parameters(_zoo_modules(model), generator)
     _calibrate_norms(model, generator)
+    return model
+
+
+def build_detector_with(make: Callable[[int], nn.Module], scale: str = "n", nc: int = 80, seed: int = 0,
+                        imgsz: int = 640) -> nn.Module:
+    """A YOLOv8 ``scale`` detector with ``make(channels)`` at P5 where the zoo puts attention: code of your own,
+    seeded, with live attention, its norms calibrated at ``imgsz`` with the module in place."""
+    model = _seeded("simam", scale, nc, seed)  # SimAM keeps the channels and has no parameters: a placeholder
+    placeholder = model.model[P5_LAYER]
+    module = make(model.model[P5_LAYER - 1].cv2.conv.out_channels)
+    module.i, module.f = placeholder.i, placeholder.f  # ultralytics' layer routing reads these
+    module.type, module.np = type(module).__name__, sum(p.numel() for p in module.parameters())
+    model.model[P5_LAYER] = module
+    generator = torch.Generator().manual_seed(seed)
+    _wake_zero_parameters([module], generator)
+    _calibrate_norms(model, generator, imgsz)
     return model
 
 
@@ -80,5 +104,5 @@ def build_module(name: str, channels: int, seed: int = 0) -> nn.Module:
     row = next(r for r in cfg["backbone"] + cfg["head"] if r[2] == ZOO[name].module.__name__)
     torch.manual_seed(seed)
     module = nn.Sequential(ZOO[name].module(channels, *row[3]))
-    _wake_zero_parameters(module, torch.Generator().manual_seed(seed))
+    _wake_zero_parameters(_zoo_modules(module), torch.Generator().manual_seed(seed))
     return module.eval()

@@ -43,6 +43,7 @@ class RewriteReport:
     tolerance: float = verification.TOLERANCE
     layers: list[LayerRewrite] = field(default_factory=list)
     divergent: dict[str, str] = field(default_factory=dict)  # module path -> why eager cannot be the reference
+    graph: list[LayerRewrite] = field(default_factory=list)  # graph passes on the export, verified in onnxruntime
 
     @property
     def applied(self) -> list[LayerRewrite]:

@@ -1,7 +1,10 @@
 """Adaptive pooling at the export shape: plain pooling where the output size divides the input,
-else an exact static equivalent (a constant pooling matrix for average, slices and max for max).
+nearest-neighbour resizing where it is a multiple of the input (pooling that upsamples: MLCA pools
+1x1 up to 5x5), else an exact static equivalent (a constant pooling matrix for average, slices and
+max for max).
 
-PyTorch's adaptive bin i over n inputs and m outputs spans [floor(i*n/m), ceil((i+1)*n/m)).
+PyTorch's adaptive bin i over n inputs and m outputs spans [floor(i*n/m), ceil((i+1)*n/m)); when m
+is a multiple of n each bin holds the one input floor(i*n/m), which nearest resizing by m/n picks.
 """
 
 import math
@@ -44,14 +47,22 @@ def _maximum(x: torch.Tensor, size: tuple[int, int], out: tuple[int, int]) -> to
     return _max_along(_max_along(x, 2, size[0], out[0]), 3, size[1], out[1])
 
 
+def _repeated(size: tuple[int, int], out: tuple[int, int]) -> bool:
+    """Whether each output bin holds exactly one input: an output a multiple of the input, larger on some axis."""
+    return out != size and all(m % n == 0 for n, m in zip(size, out))
+
+
 @op_rule("adaptive-pool",
-         "adaptive pooling → avg/max pooling where the size divides the input, else a constant pooling matrix "
-         "(average) or slices and max", ops=("adaptive_avg_pool2d", "adaptive_max_pool2d"))
+         "adaptive pooling → avg/max pooling where the size divides the input, nearest resizing where it is a "
+         "multiple of the input, else a constant pooling matrix (average) or slices and max",
+         ops=("adaptive_avg_pool2d", "adaptive_max_pool2d"))
 def static_adaptive_pool(func, args: tuple, kwargs: dict, memo: dict):
     x, size = args[0], args[1] if len(args) > 1 else kwargs["output_size"]
     if x.dim() != 4 or (args[2:] or [kwargs.get("return_indices", False)])[0]:
         return func(*args, **kwargs), False
     input_size = (int(x.shape[-2]), int(x.shape[-1]))
     out = _output_size(size, input_size)
+    if _repeated(input_size, out):
+        return F.interpolate(x, scale_factor=(out[0] / input_size[0], out[1] / input_size[1]), mode="nearest"), True
     pool = _average if func.__name__ == "adaptive_avg_pool2d" else _maximum
     return pool(x, input_size, out), True
