@@ -61,6 +61,13 @@ class BenchBackend(str, Enum):
     trt = "trt"
 
 
+class ShapesTask(str, Enum):  # shapes.TASKS
+    detect = "detect"
+    segment = "segment"
+    pose = "pose"
+    obb = "obb"
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable result on stdout.")]
 PluginOpt = Annotated[list[Path] | None, typer.Option("--plugin", help="Python file defining fork classes.")]
 TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Unpickle objects outside the allow-list.")]
@@ -82,7 +89,8 @@ JunitOpt = Annotated[Path | None, typer.Option("--junit", help="Also write the r
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="Intra-op threads (default: runtime's).")]
 DataOpt = Annotated[str | None, typer.Option(
     "--data", help="Data YAML (ultralytics format) whose val split scores mAP50 and mAP50-95 for PyTorch and every "
-    "export; 'shapes' regenerates the trained fixtures' split from its seed.")]
+    "export; 'shapes' regenerates the trained fixtures' split from its seed (shapes-seg, shapes-pose, shapes-obb: "
+    "with that task's labels).")]
 MapTolOpt = Annotated[list[str] | None, typer.Option(
     "--map-tol", help="Allowed mAP50-95 drop per precision PRECISION=DROP, e.g. int8=0.03 (repeatable; defaults "
     "fp32 0.001, fp16 and bf16 0.005, int8 0.02).")]
@@ -177,7 +185,8 @@ def map_tolerances(items: list[str] | None) -> dict[str, float]:
 
 @contextlib.contextmanager
 def data_yaml(value: str | None, splits: tuple[str, ...] = ("val",)):
-    """The data YAML that --data names; for 'shapes', regenerated into a directory removed afterwards."""
+    """The data YAML that --data names; for 'shapes' (or a task's shapes-*), regenerated into a directory
+    removed afterwards."""
     import tempfile
 
     from . import data
@@ -185,12 +194,13 @@ def data_yaml(value: str | None, splits: tuple[str, ...] = ("val",)):
     if value is None:
         yield None
         return
-    if value != data.SHAPES:
+    if value not in data.SHAPES_TASKS:
         yield Path(value)
         return
+    task = data.SHAPES_TASKS[value]
     with tempfile.TemporaryDirectory(prefix="attn-deploy-data-") as tmp:
-        with step(f"Regenerating the shapes data set ({', '.join(splits)}) from its seed"):
-            path = data.shapes_data(Path(tmp), splits)
+        with step(f"Regenerating the shapes data set ({', '.join(splits)}; {task} labels) from its seed"):
+            path = data.shapes_data(Path(tmp), splits, task)
         yield path
 
 
@@ -549,12 +559,13 @@ def zoo(as_json: JsonOpt = False) -> None:
     """The attention modules, their papers and the shipped YAMLs."""
     from .models import ZOO
 
-    rows = [[e.name, e.module.__name__, e.variant, e.paper, e.yaml.name] for e in ZOO.values()]
+    columns = ["name", "module", "variant", "paper", "yaml", "tasks"]
+    rows = [[e.name, e.module.__name__, e.variant, e.paper, e.yaml.name, ", ".join(e.tasks)] for e in ZOO.values()]
     if as_json:
-        emit_json([dict(zip(["name", "module", "variant", "paper", "yaml"], row)) for row in rows])
+        emit_json([dict(zip(columns, row)) for row in rows])
     else:
-        render("Attention zoo (each placed after SPPF at P5; scales n/s/m/l/x)",
-               (["name", "module", "variant", "paper", "yaml"], rows))
+        render("Attention zoo (each placed after SPPF at P5; scales n/s/m/l/x; a task's YAML ends -seg, -pose, -obb)",
+               (columns, rows))
 
 
 @app.command()
@@ -600,6 +611,8 @@ def data_command(
     output_dir: Annotated[Path, typer.Argument(help="Where to write the data set (replaced whole).")],
     split: Annotated[list[str] | None, typer.Option(help="Splits to write: train, val (default both).")] = None,
     seed: Annotated[int | None, typer.Option(help="Generator seed (default: the fixtures' own).")] = None,
+    task: Annotated[ShapesTask, typer.Option(help="Which labels to write: boxes, outlines, keypoints or "
+                                             "rotated boxes (the images are the same).")] = ShapesTask.detect,
     force: Annotated[bool, typer.Option(help="Replace an existing directory.")] = False,
 ) -> None:
     """Regenerate the procedural shapes data set that the trained fixtures learned, in YOLO format."""
@@ -609,11 +622,11 @@ def data_command(
     spec = fixtures.shapes_spec()
     spec = spec if seed is None else dataclasses.replace(spec, seed=seed)
     with progress_bar() as bar:
-        task = bar.add_task("Drawing images", total=None)
-        path = shapes.generate(output_dir, spec, tuple(split or ("train", "val")),
+        drawing = bar.add_task("Drawing images", total=None)
+        path = shapes.generate(output_dir, spec, tuple(split or ("train", "val")), task=task.value,
                                progress=lambda name, done, total: bar.update(
-                                   task, description=f"Drawing {name} images", completed=done, total=total))
-    out.print(f"Wrote {path} (seed {spec.seed})", highlight=False)
+                                   drawing, description=f"Drawing {name} images", completed=done, total=total))
+    out.print(f"Wrote {path} ({task.value} labels, seed {spec.seed})", highlight=False)
 
 
 def main() -> None:

@@ -11,6 +11,8 @@ from .errors import AttnDeployError
 from .parity import letterbox_image
 
 SHAPES = "shapes"  # --data shapes: the fixtures' own validation split, regenerated from its seed
+# --data names of the shapes split with each task's labels; plain 'shapes' keeps meaning detect
+SHAPES_TASKS = {SHAPES: "detect", "shapes-seg": "segment", "shapes-pose": "pose", "shapes-obb": "obb"}
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,13 @@ def _labels(image: Path, shape: tuple[int, int]) -> np.ndarray:
     from ultralytics.data.utils import img2label_paths
 
     label = Path(img2label_paths([str(image)])[0])
-    rows = np.loadtxt(label, ndmin=2) if label.exists() and label.stat().st_size else np.zeros((0, 5))
+    expected = f"{label}: expected 5 columns (class cx cy w h) per row"
+    try:
+        rows = np.loadtxt(label, ndmin=2) if label.exists() and label.stat().st_size else np.zeros((0, 5))
+    except ValueError as e:  # rows of different lengths: polygons
+        raise AttnDeployError(f"{expected}; {e}") from None
     if rows.shape[1] != 5:
-        raise AttnDeployError(f"{label}: expected 5 columns (class cx cy w h) per row, found {rows.shape[1]}")
+        raise AttnDeployError(f"{expected}, found {rows.shape[1]}")
     h, w = shape
     cx, cy, bw, bh = rows[:, 1] * w, rows[:, 2] * h, rows[:, 3] * w, rows[:, 4] * h
     return np.stack([rows[:, 0], cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
@@ -84,11 +90,12 @@ def load_split(data: Path, split: str = "val") -> Split:
     return Split(images, shapes, [_labels(image, shape) for image, shape in zip(images, shapes)], names, data)
 
 
-def shapes_data(workdir: Path, splits: tuple[str, ...] = ("val",)) -> Path:
-    """The fixtures' data set, regenerated under ``workdir`` from the seed they were trained with."""
+def shapes_data(workdir: Path, splits: tuple[str, ...] = ("val",), task: str = "detect") -> Path:
+    """The fixtures' data set with ``task``'s labels, regenerated under ``workdir`` from the seed they were
+    trained with."""
     from . import fixtures, shapes
 
-    return shapes.generate(Path(workdir) / "shapes", fixtures.shapes_spec(), splits=splits)
+    return shapes.generate(Path(workdir) / "shapes", fixtures.shapes_spec(), splits=splits, task=task)
 
 
 def calibration_paths(source: Path, limit: int = 300) -> list[Path]:

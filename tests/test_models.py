@@ -46,3 +46,18 @@ def test_zoo_layer_not_fed_by_previous_layer_is_refused():
     register()
     with pytest.raises(ValueError, match="from: -1"):
         DetectionModel(cfg, verbose=False)
+
+
+@pytest.mark.parametrize("task, head", [("segment", "Segment"), ("pose", "Pose"), ("obb", "OBB")])
+def test_task_yamls_parse_with_the_module_at_p5_and_the_tasks_head(task, head):
+    from ultralytics.nn import tasks
+
+    from attn_deploy.models import LocalWindowAttention
+
+    register()
+    cfg = yaml.safe_load(ZOO["cga"].task_yaml(task).read_text())
+    assert task in ZOO["cga"].tasks and tasks.guess_model_task(cfg) == task
+    layers, _ = tasks.parse_model({**cfg, "scale": "n", "nc": 4}, ch=3, verbose=False)
+    assert type(layers[10]) is LocalWindowAttention and type(layers[-1]).__name__ == head
+    assert layers[-1].nc == 4 and layers[-1].f == [16, 19, 22]
+    assert ZOO["simam"].tasks == ["detect"]

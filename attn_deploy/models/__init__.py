@@ -20,6 +20,7 @@ from .s2attention import S2Attention, SplitAttention
 from .simam import SimAM
 
 CFG_DIR = Path(__file__).parent / "cfg"
+TASK_SUFFIXES = {"detect": "", "segment": "-seg", "pose": "-pose", "obb": "-obb"}  # as ultralytics names its YAMLs
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,16 @@ class ZooEntry:
 
     @property
     def yaml(self) -> Path:
-        return CFG_DIR / f"yolov8-{self.name}.yaml"
+        return self.task_yaml("detect")
+
+    def task_yaml(self, task: str) -> Path:
+        """The YAML of the model with ``task``'s head (a path that may not exist: see ``tasks``)."""
+        return CFG_DIR / f"yolov8-{self.name}{TASK_SUFFIXES[task]}.yaml"
+
+    @property
+    def tasks(self) -> list[str]:
+        """The tasks whose YAML ships: every module has detect."""
+        return [task for task in TASK_SUFFIXES if self.task_yaml(task).is_file()]
 
 
 _SIMAM = "Yang et al., SimAM, ICML 2021"
@@ -71,4 +81,4 @@ PUBLISHED_NAMES: dict[str, object] = {
     "CCA": CrissCrossAttention,
 }
 
-__all__ = ["ZOO", "PUBLISHED_NAMES", "ZooEntry", "register", *sorted({o.__name__ for o in PUBLISHED_NAMES.values()})]
+__all__ = ["ZOO", "PUBLISHED_NAMES", "TASK_SUFFIXES", "ZooEntry", "register", *sorted({o.__name__ for o in PUBLISHED_NAMES.values()})]
