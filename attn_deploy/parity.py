@@ -37,8 +37,7 @@ from typing import Protocol
 import numpy as np
 
 from .errors import AttnDeployError
-from .heads import Head, Output
-from .heads.base import pairs
+from .heads import Head, Output, pairs
 
 
 class RunnerLike(Protocol):

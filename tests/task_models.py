@@ -1,16 +1,20 @@
 """Seeded models of every ultralytics task from its own YAMLs, with trained-like statistics.
 
 ultralytics initialises every head so that all anchors score about the same (class biases near -10, batch
-norms at identity): NMS then orders near-ties by rounding noise and a classifier's argmax is arbitrary, so
-no detection-level comparison could mean anything. ``trained_like`` draws batch-norm statistics and the
-class-score biases from a seeded generator, as training leaves them different per channel; the box branches
-keep ultralytics' biases, so boxes stay boxes.
+norms at identity, so the signal of the image fades with depth): NMS then orders near-ties by rounding noise
+and a classifier's argmax is arbitrary, so no detection-level comparison could mean anything, and a broken
+layer barely shows. ``trained_like`` sets every batch norm's statistics from a forward pass over real and
+seeded images (each layer's output normalised, as training leaves it, so the image reaches the head) and
+draws the class-score biases from a seeded generator; the box branches keep ultralytics' biases, so boxes
+stay boxes.
 """
 
+import numpy as np
 import torch
 from torch import nn
 
 from attn_deploy import heads
+from attn_deploy.parity import parity_inputs
 
 # A small RT-DETR of our own: YOLOv8n's backbone, an AIFI encoder at P5 and a two-layer decoder with 64 hidden
 # channels (rtdetr-l has 33M parameters and takes minutes per export here).
@@ -42,34 +46,37 @@ def score_layers(model: nn.Module) -> list[nn.Module]:
     return [seq[-1] for branch in branches for seq in branch]
 
 
+def _calibrate(model: nn.Module, size: int = 128) -> None:
+    """Batch-norm statistics from one training-mode pass over the bundled images and two seeded noise images."""
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average: the statistics of this pass
+    images = parity_inputs((size, size), seeds=(0, 1))
+    model.train()
+    model(torch.from_numpy(np.concatenate(list(images.values()))))
+    for m in norms:
+        m.momentum = 0.03  # ultralytics' own
+
+
 @torch.no_grad()
 def trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
     generator = torch.Generator().manual_seed(seed)
-
-    def draw(shape, low: float, high: float) -> torch.Tensor:
-        return torch.rand(shape, generator=generator) * (high - low) + low
-
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.weight.copy_(draw(n, 0.5, 1.5))
-            m.bias.copy_(draw(n, -0.5, 0.5))
-            m.running_mean.copy_(draw(n, -0.5, 0.5))
-            m.running_var.copy_(draw(n, 0.5, 1.5))
-    for layer in score_layers(model):
-        layer.bias.copy_(draw(layer.bias.shape, -3.0, 1.0))
+    _calibrate(model)
+    for layer in score_layers(model):  # logits of about unit spread around -1: scores across (0, 1)
+        layer.bias.copy_(torch.rand(layer.bias.shape, generator=generator) * 4 - 3)
     return model.eval()
 
 
-def build(yaml, task: str, seed: int = 0, end2end: bool = False) -> nn.Module:
-    """A seeded ``task`` model from an ultralytics YAML (a name or a dict), trained-like, in its end-to-end form
-    when asked (YOLOv10/YOLO26: ultralytics selects it with ``nms=False``)."""
+def build(yaml, task: str, seed: int = 0, end2end: bool = False, nc: int | None = None) -> nn.Module:
+    """A seeded ``task`` model from an ultralytics YAML (a name or a dict; ``nc`` classes instead of its own),
+    trained-like, in its end-to-end form when asked (YOLOv10/YOLO26: ultralytics selects it with ``nms=False``)."""
     from ultralytics.nn import tasks
 
     kind = {"detect": tasks.DetectionModel, "segment": tasks.SegmentationModel, "pose": tasks.PoseModel,
             "obb": tasks.OBBModel, "classify": tasks.ClassificationModel, "rtdetr": tasks.RTDETRDetectionModel}[task]
     torch.manual_seed(seed)
-    model = kind(yaml, verbose=False)
+    model = kind(yaml, nc=nc, verbose=False)
     if end2end:
         model.end2end = True
     return trained_like(model, seed)

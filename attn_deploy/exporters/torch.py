@@ -64,8 +64,7 @@ def module_outputs(model: nn.Module, x: np.ndarray, paths: list[str],
 
     def keep(path: str):
         def hook(module, args, output) -> None:
-            first = output[0] if isinstance(output, (tuple, list)) else output
-            outputs.setdefault(path, first.detach().float().numpy())
+            outputs.setdefault(path, inference_outputs(output)[0].detach().float().numpy())
 
         return hook
 

@@ -8,10 +8,12 @@ predictions meet labels for mAP as ``yolo val`` scores them. ``parity`` and ``ac
 know no task.
 """
 
+import copy
+
 from torch import nn
 
 from ..errors import AttnDeployError
-from .base import Field, Head, Instances, Labels, Output
+from .base import Field, Head, Instances, Labels, Output, pairs
 from .classify import Classify
 from .detect import RTDETR, Detect
 from .obb import OBB
@@ -19,7 +21,7 @@ from .pose import Pose
 from .segment import Segment
 
 __all__ = ["OBB", "RTDETR", "Classify", "Detect", "Field", "Head", "Instances", "Labels", "Output", "Pose", "Segment",
-           "head_module", "of_model"]
+           "head_module", "in_form", "of_model", "pairs", "task_of"]
 
 
 def _kinds():
@@ -47,6 +49,26 @@ def head_module(model: nn.Module) -> nn.Module | None:
     types = tuple(kind for kind, _ in _kinds())
     found = [m for m in model.modules() if isinstance(m, types)]
     return found[-1] if found else None
+
+
+def in_form(model: nn.Module, end2end: bool) -> nn.Module:
+    """``model`` with its head in the end-to-end form (YOLOv10/YOLO26's one-to-one branch, boxes without NMS) or
+    not, as ultralytics selects it; a copy where the form changes."""
+    head = head_module(model)
+    if head is None or _end2end(head) == end2end:
+        return model
+    if end2end and getattr(head, "one2one_cv2", None) is None:
+        raise AttnDeployError(f"the model's {type(head).__name__} head has no one-to-one branch, so it has no "
+                              "end-to-end form (YOLOv10 and YOLO26 have one)")
+    model = copy.deepcopy(model)
+    head_module(model).end2end = end2end
+    return model
+
+
+def task_of(model: nn.Module) -> str:
+    """The task of ``model``'s head, as ultralytics names it; ``detect`` where the head is unknown."""
+    head = head_module(model)
+    return "detect" if head is None else of_model(model).task
 
 
 def of_model(model: nn.Module) -> Head:

@@ -131,8 +131,7 @@ class Head:
     def predictions(self, outputs: list[np.ndarray], imgsz: tuple[int, int]) -> list[Instances]:
         """Per image, the predictions ``yolo val`` scores: conf 0.001, IoU 0.7, 300 per image, every class
         above the threshold (multi-label)."""
-        raise AttnDeployError(f"a {self.describe()} has no mAP scorer; its parity is checked by "
-                              f"{self.matcher}")
+        raise NotImplementedError
 
     def labels(self, truth: Labels) -> Instances:
         """The labels as the scorer compares them."""

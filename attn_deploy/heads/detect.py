@@ -83,11 +83,9 @@ class Detect(Head):
 
         aligned = outs[0].copy()
         for b in range(len(refs[0])):
-            everything = [self.instances(torch.from_numpy(x[0][b].astype(np.float32)), x, b, imgsz) for x in (refs, outs)]
-            found = pairs(self.similarity(*everything), match_iou)
-            moved = [j for _, j in found]
-            rest = [j for j in range(len(outs[0][b])) if j not in set(moved)]
-            order = dict(found)
+            every = [self.instances(torch.from_numpy(x[0][b].astype(np.float32)), x, b, imgsz) for x in (refs, outs)]
+            order = dict(pairs(self.similarity(*every), match_iou))
+            rest = [j for j in range(len(outs[0][b])) if j not in set(order.values())]
             aligned[b] = outs[0][b][[order[i] if i in order else rest.pop(0) for i in range(len(outs[0][b]))]]
         return [aligned, *outs[1:]]
 

@@ -98,7 +98,7 @@ def _plan(model: nn.Module, calls: dict[str, LayerCall], rules: list[Rule]) -> l
         matched = next((r for r in module_rules if r.applies(module)), None)
         if matched:
             plan.append((path, [matched]))
-            covered += (f"{path}.",)
+            covered += () if matched.wraps else (f"{path}.",)
         elif found := [r for r in op_rules if set(r.ops) & calls[path].ops]:
             plan.append((path, found))
     return plan
