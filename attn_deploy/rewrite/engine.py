@@ -162,7 +162,8 @@ def _keep_routing(original: nn.Module, replacement: nn.Module) -> nn.Module:
     for attr in ("i", "f", "type", "np"):  # ultralytics' layer routing reads these
         if hasattr(original, attr):
             setattr(replacement, attr, getattr(original, attr))
-    return replacement
+    # A new module starts in training mode, and torch.onnx.export restores that mode into every child it wraps.
+    return replacement.train(original.training)
 
 
 def _count_ops(report: RewriteReport, replaced: dict[str, nn.Module], original: nn.Module,
