@@ -55,7 +55,7 @@ def in_form(model: nn.Module, end2end: bool) -> nn.Module:
     """``model`` with its head in the end-to-end form (YOLOv10/YOLO26's one-to-one branch, boxes without NMS) or
     not, as ultralytics selects it; a copy where the form changes."""
     head = head_module(model)
-    if head is None or _end2end(head) == end2end:
+    if head is None or of_model(model).end2end == end2end:
         return model
     if end2end and getattr(head, "one2one_cv2", None) is None:
         raise AttnDeployError(f"the model's {type(head).__name__} head has no one-to-one branch, so it has no "

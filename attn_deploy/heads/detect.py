@@ -26,8 +26,13 @@ class Detect(Head):
     box_name: ClassVar[str] = "boxes"
 
     @property
+    def nms_free(self) -> bool:
+        """Whether the head selects its own top-k rows (end-to-end, RT-DETR), so that no NMS follows."""
+        return self.end2end
+
+    @property
     def matcher(self) -> str:
-        how = "top-k rows above the threshold, no NMS" if self.end2end else "NMS"
+        how = "top-k rows above the threshold, no NMS" if self.nms_free else "NMS"
         return f"{self.overlap_name} after {how}, same class"
 
     @property
@@ -63,7 +68,7 @@ class Detect(Head):
         # No time limit: a truncated NMS would differ between two runs of the same output.
         return non_max_suppression(torch.from_numpy(output.astype(np.float32)), conf, iou, nc=self.nc,
                                    multi_label=multi_label, max_det=max_det, max_time_img=1e9, rotated=self.rotated,
-                                   end2end=self.end2end)
+                                   end2end=self.nms_free)
 
     def instances(self, rows, outputs: list[np.ndarray], image: int, imgsz: tuple[int, int]) -> Instances:
         return Instances(rows[:, :4], rows[:, 4], rows[:, 5])
@@ -77,7 +82,7 @@ class Detect(Head):
 
     def align(self, refs: list[np.ndarray], outs: list[np.ndarray], imgsz: tuple[int, int],
               match_iou: float) -> list[np.ndarray]:
-        if not self.end2end:
+        if not self.nms_free:
             return outs
         import torch
 
@@ -109,10 +114,14 @@ class Detect(Head):
 
 @dataclass(frozen=True)
 class RTDETR(Detect):
-    """RT-DETR's decoder: its top-k queries, normalised cxcywh boxes scaled to the input as ultralytics does."""
+    """RT-DETR's decoder: its top-k queries, normalised cxcywh boxes scaled to the input as ultralytics does. It
+    has no NMS and no other form; ultralytics' ``end2end`` (the YOLO one-to-one head) stays False for it."""
 
-    end2end: bool = True
     box_name: ClassVar[str] = "boxes (normalised cxcywh)"
+
+    @property
+    def nms_free(self) -> bool:
+        return True
 
     def describe(self) -> str:
         return f"RT-DETR decoder with {self.nc} classes"
