@@ -219,3 +219,34 @@ def test_data_option_names_each_tasks_shapes_split():
         assert len(row) == 1 + 4 * 2
         assert not (path.parent / "images" / "train").exists()
     assert not path.exists()
+
+
+@pytest.mark.parametrize("name, task, head", [("cga-seg", "segment", "Segment"), ("cga-pose", "pose", "Pose"),
+                                             ("cga-obb", "obb", "OBB")])
+def test_task_fixtures_load_safely_and_find_the_shapes(name, task, head):
+    import torch
+
+    from attn_deploy.loading import load
+    from attn_deploy.models import LocalWindowAttention
+
+    entry = fixtures.record()[name]
+    assert entry["task"] == task and entry["shapes_spec"] == fixtures.record()["cga"]["shapes_spec"]
+    loaded = load(fixtures.checkpoint(name))  # the safe loader: no trust needed
+    layers = loaded.model.model
+    assert type(layers[10]) is LocalWindowAttention and type(layers[-1]).__name__ == head
+    drawn = [shapes.draw_shapes(fixtures.shapes_spec(), "val", index) for index in range(5)]
+    images = torch.from_numpy(np.stack([image[..., ::-1] for image, _ in drawn]) / 255).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        out = loaded.model(images.float())[0]
+    predictions = (out[0] if isinstance(out, (list, tuple)) else out).numpy()  # (N, 4 + classes + task's, anchors)
+    found = [_found(shape, prediction) for (_, objects), prediction in zip(drawn, predictions) for shape in objects]
+    assert np.mean(found) >= 0.8, found
+
+
+def _found(shape: shapes.Shape, prediction: np.ndarray) -> bool:
+    """Whether an anchor centred on the shape names its class, above ultralytics' default confidence."""
+    x1, y1, x2, y2 = np.clip(shape.box(), 0, fixtures.shapes_spec().imgsz)
+    centres, scores = prediction[:2], prediction[4:4 + len(shapes.CLASSES)]
+    on_it = (centres[0] > x1) & (centres[0] < x2) & (centres[1] > y1) & (centres[1] < y2)
+    named = (scores.argmax(0) == shape.cls) & (scores[shape.cls] > 0.25)
+    return bool((on_it & named).any())
