@@ -277,7 +277,8 @@ def show_deployment(run) -> None:
     for export in run.exports:
         err.print(f"  {export.target}: {export.path}" + "".join(f"; {n}" for n in export.notes), highlight=False)
     verdict = "passed" if run.passed else "FAILED"
-    render(f"Parity against the original PyTorch model (fp32): {verdict}", report.summary_table(run.parity))
+    matched = f"; {run.parity[0].task} head, detections matched by {run.parity[0].matcher}" if run.parity else ""
+    render(f"Parity against the original PyTorch model (fp32{matched}): {verdict}", report.summary_table(run.parity))
     for note in run.notes:
         out.print(f"Reference: {note}", highlight=False, soft_wrap=True)
     for p in run.parity:
@@ -319,6 +320,8 @@ def export(
     opset: Annotated[int, typer.Option(min=7, help="ONNX opset.")] = 18,
     simplify: Annotated[bool, typer.Option(help="Simplify with onnxsim (onnxslim as fallback).")] = True,
     rewrite: Annotated[bool, typer.Option(help="Apply the verified static rewrites before exporting.")] = True,
+    end2end: Annotated[bool, typer.Option("--end2end", help="YOLOv10/YOLO26: export the one-to-one head (top-k "
+                                          "boxes, no NMS), as ultralytics' nms=False selects it.")] = False,
     ov_device: OvDeviceOpt = "CPU",
     workspace: Annotated[float, typer.Option(min=0.1, help="TensorRT builder workspace, GiB.")] = 4.0,
     max_batch: Annotated[int, typer.Option(min=1, help="TensorRT profile's largest batch (--dynamic).")] = 16,
@@ -360,6 +363,10 @@ def export(
     for path in plan.outputs():
         check_writable(path, force)
     loaded = load_checkpoint(checkpoint, plugin, fork, trust_checkpoint, yaml)
+    if end2end:
+        from .heads import in_form
+
+        loaded = dataclasses.replace(loaded, model=in_form(loaded.model, True))
     plan.onnx.imgsz = size or loaded.imgsz or (640, 640)
     loaded.check_input(plan.onnx.imgsz, batch)
     with data_yaml(data, ("train", "val") if int8 and calib is None else ("val",)) as data_path:

@@ -1,20 +1,34 @@
-"""Output parity of a backend against the original PyTorch model; knows nothing of backends.
+"""Output parity of a backend against the original PyTorch model; knows nothing of backends or tasks.
 
-Every output element must satisfy ``|out - ref| <= atol + rtol * |ref|`` with the tolerance of the
-backend's precision (``TOLERANCES``, overridable), and NaN/Inf must appear exactly where the
-reference has them. A backend also passes when its largest error against an fp64 run of the same
-PyTorch model is at most ``Tolerance.noise_factor`` (default ``NOISE_FACTOR``; 0 disables this)
-times the fp32 reference's own largest error against that run: it is then as exact as the
-reference itself (attention with a sharp softmax amplifies rounding; that is the model's
-conditioning, not an export fault). ``max_rel`` divides by ``max(|ref|, atol)`` so that
-near-zero reference values do not dominate it.
+Every output element must satisfy ``|out - ref| <= atol + rtol * |ref| + SPACINGS * eps * S`` with the
+tolerance of the backend's precision (``TOLERANCES``, overridable), and NaN/Inf must appear exactly where
+the reference has them. ``S`` follows what the element holds, as the head spec (``heads``) names it: box and
+keypoint coordinates in pixels are computed through values as large as the input size, so ``S`` is the
+input's longer side; scores, probabilities and normalised boxes lie in [0, 1], ``S = 1``; mask coefficients,
+prototypes, angles and class indices are bounded by their own largest magnitude. ``eps`` is the precision's
+spacing at 1 (2^-23 for fp32, 2^-10 for fp16, 2^-7 for bf16): no export at that precision is closer than a
+few spacings at ``S``. fp16's spacing near 640 is 0.5, so at a 640 input box pixels get 4 x 0.6 = 2.5 px
+beyond atol and rtol, while fp32's term stays below 1e-3 px.
 
-Detection-level parity runs on the real images: NMS on the reference and on the backend output,
-boxes matched by class and IoU >= ``Detections.match_iou``; recall and precision of the backend's
-boxes against the reference's, and the largest score difference between matched boxes. A box near
-the confidence threshold or the ``max_det`` cut on one side is looked for on the other side with the
-threshold lowered by the precision's ``atol`` and twice ``max_det``, so that a score moving across
-the threshold within tolerance is not counted as a miss.
+A backend also passes when its largest error against an fp64 run of the same PyTorch model is at most
+``Tolerance.noise_factor`` (default ``NOISE_FACTOR``; 0 disables this) times the fp32 reference's own
+largest error against that run: it is then as exact as the reference itself (attention with a sharp
+softmax amplifies rounding; that is the model's conditioning, not an export fault). ``max_rel`` divides by
+``max(|ref|, atol)`` so that near-zero reference values do not dominate it.
+
+Detection-level parity runs on the real images and asks the head spec how a user gets instances from the
+outputs (NMS; the end-to-end head's top-k rows, no NMS; a classifier's top 5) and when two are the same
+(box IoU, rotated-box IoU, mask IoU, keypoint OKS, the same class) at ``Detections.match_iou``: recall and
+precision of the backend's instances against the reference's, the largest score difference and the lowest
+similarity of matched pairs. An instance near the confidence threshold or the ``max_det`` cut on one side is
+looked for on the other side with the threshold lowered by the precision's ``atol`` and twice ``max_det``
+(mask pixels within ``atol`` of 0 are not counted), so that a value moving across a threshold within
+tolerance is not counted as a miss.
+
+Reduced precisions (fp16, bf16, int8) move elements that no user sees (the boxes of background anchors,
+whose scores are far below any threshold) by more than any fixed bound: for them the detection-level and
+mAP checks decide, and element parity gates only where those have nothing to decide on (no reference
+instance on the real images and no validation split). INT8 is judged by mAP alone.
 """
 
 from dataclasses import dataclass, field
@@ -23,6 +37,7 @@ from typing import Protocol
 import numpy as np
 
 from .errors import AttnDeployError
+from .heads import Head, Output, pairs
 
 
 class RunnerLike(Protocol):
@@ -33,7 +48,9 @@ class RunnerLike(Protocol):
 
 
 NOISE_FACTOR = 2.0
+SPACINGS = 4  # spacings of the precision at an element's scale that its bound allows
 SEED_PREFIX = "seed"  # parity inputs named so are seeded tensors; the others are real images
+REDUCED = ("fp16", "bf16", "int8")  # precisions judged by the detection-level and mAP checks
 
 
 @dataclass(frozen=True)
@@ -42,13 +59,14 @@ class Tolerance:
     rtol: float
     noise_factor: float = NOISE_FACTOR  # 0 disables the as-exact-as-the-reference pass
     min_recall: float = 0.99  # detection-level recall and precision against the reference, on the real images
+    eps: float = 2.0 ** -23  # the precision's spacing at 1
 
 
 TOLERANCES = {
     "fp32": Tolerance(atol=1e-3, rtol=1e-3),
-    "fp16": Tolerance(atol=1e-2, rtol=1e-2),
-    "bf16": Tolerance(atol=5e-2, rtol=5e-2),
-    "int8": Tolerance(atol=1e-1, rtol=1e-1),
+    "fp16": Tolerance(atol=1e-2, rtol=1e-2, eps=2.0 ** -10),
+    "bf16": Tolerance(atol=5e-2, rtol=5e-2, eps=2.0 ** -7),
+    "int8": Tolerance(atol=1e-1, rtol=1e-1, eps=2.0 ** -7),
 }
 
 
@@ -64,6 +82,9 @@ class OutputParity:
     inf: int
     ref_noise: float | None
     passed: bool
+    name: str = ""  # the output's name in the export (output0, output1)
+    holds: str = ""  # what it holds (boxes, class scores, mask coefficients; prototypes)
+    worst_field: str = ""  # what the element with the largest error holds
 
 
 @dataclass(frozen=True)
@@ -79,12 +100,14 @@ class Detections:
 @dataclass
 class DetectionParity:
     input: str
-    ref_boxes: int
+    ref_boxes: int  # the reference's instances (boxes, or a classifier's top classes)
     boxes: int
     recall: float | None  # None: the reference found nothing to recall
     precision: float | None
     max_score_diff: float
     passed: bool
+    matcher: str = ""  # how instances were matched, from the head spec
+    min_similarity: float | None = None  # the least alike matched pair (IoU, OKS; 1 for the same class)
 
 
 @dataclass
@@ -99,13 +122,23 @@ class ParityReport:
     label: str = ""  # what distinguishes this row from others of the same backend and precision
     localisation: "Localisation | None" = None  # where a failing export departs, when it was looked for
     accuracy: object | None = None  # accuracy.AccuracyParity, when a validation split was given
+    task: str = "detect"  # the head's task, and how its instances were matched
+    matcher: str = ""
+
+    @property
+    def elements_gate(self) -> bool:
+        """Whether element parity decides: always at fp32; at reduced precisions only where neither the
+        detection-level check (no reference instance on the real images) nor mAP has anything to decide on."""
+        evidence = self.accuracy is not None or any(d.ref_boxes for d in self.detections)
+        return self.precision not in REDUCED or not evidence
 
     @property
     def passed(self) -> bool:
         accurate = self.accuracy is None or self.accuracy.passed
         if self.precision == "int8":  # quantization moves every output by design: its accuracy is the check
             return accurate
-        return accurate and all(r.passed for r in self.results) and all(d.passed for d in self.detections)
+        elements = not self.elements_gate or all(r.passed for r in self.results)
+        return accurate and elements and all(d.passed for d in self.detections)
 
     @property
     def worst(self) -> OutputParity:
@@ -175,14 +208,21 @@ def _as_exact_as_reference(ref64: np.ndarray, out64: np.ndarray, exact: np.ndarr
     return noise, factor > 0 and float(np.nanmax(np.abs(out64 - exact))) <= factor * noise
 
 
-def compare_output(ref: np.ndarray, out: np.ndarray, tolerance: Tolerance, exact: np.ndarray | None = None) -> dict:
-    """Statistics of one output against its reference, and whether it passes."""
+def compare_output(ref: np.ndarray, out: np.ndarray, tolerance: Tolerance, exact: np.ndarray | None = None,
+                   scale: np.ndarray | float = 0.0) -> dict:
+    """Statistics of one output against its reference, and whether it passes; ``scale`` (broadcasting against
+    the output) is the magnitude each element's arithmetic reaches, which widens its bound by ``SPACINGS``
+    spacings of the precision there."""
+    if ref.shape != out.shape:
+        raise AttnDeployError(f"an output of shape {tuple(out.shape)} cannot be compared with the reference's "
+                              f"{tuple(ref.shape)}")
     ref64, out64 = ref.astype(np.float64), out.astype(np.float64)
     noise, as_exact = _as_exact_as_reference(ref64, out64, exact, tolerance.noise_factor)
     finite = np.isfinite(ref64) & np.isfinite(out64)
     same_nonfinite = bool(np.array_equal(np.isfinite(ref64), np.isfinite(out64)))
     diff = np.abs(out64 - ref64)[finite]
-    bound = (tolerance.atol + tolerance.rtol * np.abs(ref64))[finite]
+    spacing = SPACINGS * tolerance.eps * np.broadcast_to(scale, ref.shape)
+    bound = (tolerance.atol + tolerance.rtol * np.abs(ref64) + spacing)[finite]
     max_abs = float(diff.max()) if diff.size else 0.0
     within = bool(np.all(diff <= bound)) or as_exact
     a, b = ref64[finite].ravel(), out64[finite].ravel()
@@ -199,50 +239,54 @@ def compare_output(ref: np.ndarray, out: np.ndarray, tolerance: Tolerance, exact
     }
 
 
-def _nms(output: np.ndarray, conf: float, max_det: int, iou: float):
-    import torch
-    from ultralytics.utils.nms import non_max_suppression
-
-    # No time limit: a truncated NMS would differ between two runs of the same output.
-    return non_max_suppression(torch.from_numpy(output.astype(np.float32)), conf, iou, max_det=max_det,
-                               max_time_img=1e9)
+def _worst_field(output: Output, ref: np.ndarray, out: np.ndarray) -> str:
+    error = np.nan_to_num(np.abs(out.astype(np.float64) - ref), nan=np.inf)
+    channel = np.unravel_index(int(error.argmax()), error.shape)[output.axis]
+    return next((f.name for f in output.fields if channel in range(ref.shape[output.axis])[f.channels]), "")
 
 
-def _matched(boxes, others, match_iou: float) -> tuple[int, float]:
-    """How many of ``boxes`` (n, 6: xyxy, score, class) have a same-class box in ``others`` at IoU >= match_iou,
-    matched greedily one to one in score order; and the largest score difference of a matched pair."""
-    from ultralytics.utils.metrics import box_iou
-
-    if not len(boxes) or not len(others):
-        return 0, 0.0
-    iou = box_iou(boxes[:, :4], others[:, :4]) * (boxes[:, 5:6] == others[:, 5][None])
-    taken, found, diff = set(), 0, 0.0
-    for i in range(len(boxes)):
-        for j in iou[i].argsort(descending=True).tolist():
-            if iou[i, j] < match_iou:
-                break
-            if j not in taken:
-                taken.add(j)
-                found, diff = found + 1, max(diff, abs(float(boxes[i, 4] - others[j, 4])))
-                break
-    return found, diff
-
-
-def compare_detections(name: str, ref: np.ndarray, out: np.ndarray, tolerance: Tolerance,
-                       settings: Detections = Detections()) -> list[DetectionParity]:
-    """Detection-level parity of one (B, 4 + classes, anchors) output against its reference, per image."""
-    loose = (max(settings.conf - tolerance.atol, 0.0), 2 * settings.max_det, settings.iou)
-    strict = (settings.conf, settings.max_det, settings.iou)
+def compare_outputs(name: str, refs: list[np.ndarray], outs: list[np.ndarray], exacts: list, head: Head,
+                    tolerance: Tolerance, imgsz: tuple[int, int], match_iou: float) -> list[OutputParity]:
+    """Element parity of every output the head names, each with the scale of what its fields hold; end-to-end rows
+    are compared with the reference row of the same instance (``Head.align``)."""
+    outs = head.align(refs, outs, imgsz, match_iou)
+    if exacts[0] is not None:
+        exacts = head.align(refs, exacts, imgsz, match_iou)
     results = []
-    for b, (r, o, r_loose, o_loose) in enumerate(zip(_nms(ref, *strict), _nms(out, *strict), _nms(ref, *loose),
-                                                     _nms(out, *loose))):
-        recalled, diff = _matched(r, o_loose, settings.match_iou)
-        kept, diff_back = _matched(o, r_loose, settings.match_iou)
+    for i, (spec, ref, out, ex) in enumerate(zip(head.outputs, refs, outs, exacts)):
+        stats = compare_output(ref, out, tolerance, ex, spec.scale(ref, imgsz))
+        results.append(OutputParity(input=name, output=i, **stats, name=spec.name, holds=spec.holds,
+                                    worst_field=_worst_field(spec, ref, out)))
+    return results
+
+
+def _matched(similar: np.ndarray, scores: tuple, match_iou: float) -> tuple[int, float, float | None]:
+    """How many rows of ``similar`` (instances in score order) have a column at >= match_iou, matched greedily one
+    to one; the largest score difference and the lowest similarity of a matched pair."""
+    found = pairs(similar, match_iou)
+    diff = max((abs(float(scores[0][i] - scores[1][j])) for i, j in found), default=0.0)
+    return len(found), diff, min((float(similar[i, j]) for i, j in found), default=None)
+
+
+def compare_detections(name: str, refs: list[np.ndarray], outs: list[np.ndarray], head: Head, tolerance: Tolerance,
+                       settings: Detections, imgsz: tuple[int, int]) -> list[DetectionParity]:
+    """Detection-level parity of one input's outputs (at input size ``imgsz``) against the reference's, per image,
+    as the head selects and matches instances."""
+    strict = {"conf": settings.conf, "iou": settings.iou, "max_det": settings.max_det}
+    found = [head.select(x, imgsz, **strict, slack=slack) for x in (refs, outs) for slack in (None, tolerance.atol)]
+    results = []
+    for b, (r, r_loose, o, o_loose) in enumerate(zip(*found)):
+        recalled, diff, low = _matched(head.similarity(r, o_loose, tolerance.atol), (r.scores, o_loose.scores),
+                                       settings.match_iou)
+        kept, diff_back, low_back = _matched(head.similarity(o, r_loose, tolerance.atol), (o.scores, r_loose.scores),
+                                             settings.match_iou)
         recall = recalled / len(r) if len(r) else None
         precision = kept / len(o) if len(o) else None
         passed = all(v is None or v >= tolerance.min_recall for v in (recall, precision))
-        label = name if len(ref) == 1 else f"{name}[{b}]"
-        results.append(DetectionParity(label, len(r), len(o), recall, precision, max(diff, diff_back), passed))
+        label = name if len(refs[0]) == 1 else f"{name}[{b}]"
+        lows = [v for v in (low, low_back) if v is not None]
+        results.append(DetectionParity(label, len(r), len(o), recall, precision, max(diff, diff_back), passed,
+                                       head.matcher, min(lows) if lows else None))
     return results
 
 
@@ -253,19 +297,27 @@ def verify(
     tolerance: Tolerance | None = None,
     exact: RunnerLike | None = None,
     detections: Detections | None = Detections(),
+    head: Head | None = None,
 ) -> ParityReport:
     """Compare ``candidate`` with ``reference`` on every input; ``exact`` (fp64) gives the noise floor.
 
-    Detections are compared on the real images (not the seeded tensors); ``detections=None`` skips that.
+    ``head`` is the spec of the model's head (default: read from the reference's model). Detections are
+    compared on the real images (not the seeded tensors); ``detections=None`` skips that.
     """
+    from . import heads
+
+    head = head or heads.of_model(reference.model)
     tolerance = tolerance or TOLERANCES[candidate.precision]
     report = ParityReport(candidate.backend, candidate.precision, tolerance,
-                          reference=getattr(reference, "semantics", "eager"))
+                          reference=getattr(reference, "semantics", "eager"), task=head.task, matcher=head.matcher)
     for name, x in inputs.items():
         refs, outs = reference.run([x]), candidate.run([x])
+        head.check(refs, "the original model")
+        head.check(outs, f"the {candidate.backend} export")
         exacts = exact.run([x]) if exact is not None else [None] * len(refs)
-        for i, (ref, out, ex) in enumerate(zip(refs, outs, exacts)):
-            report.results.append(OutputParity(input=name, output=i, **compare_output(ref, out, tolerance, ex)))
+        report.results += compare_outputs(name, refs, outs, exacts, head, tolerance, tuple(x.shape[2:]),
+                                          (detections or Detections()).match_iou)
         if detections is not None and not name.startswith(SEED_PREFIX):
-            report.detections += compare_detections(name, refs[0], outs[0], tolerance, detections)
+            report.detections += compare_detections(name, refs, outs, head, tolerance, detections,
+                                                     tuple(x.shape[2:]))
     return report

@@ -21,11 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import data, parity
-from .accuracy import MAP_TOLERANCES, AccuracyCheck
+from . import data, heads, parity
+from .accuracy import MAP_TOLERANCES, AccuracyCheck, scored
 from .loading import LoadedModel
 from .errors import AttnDeployError
-from .exporters import ExportResult, mixed_precision, onnx, openvino, qdq, tensorrt
+from .exporters import ExportResult, artefact_metadata, mixed_precision, onnx, openvino, qdq, tensorrt
 from .exporters import torch as torch_backend
 from .files import check_writable
 from .lint import LintReport, lint
@@ -133,7 +133,8 @@ def deploy(loaded: LoadedModel, plan: Plan, step: Step = _quiet) -> Deployment:
     for path in plan.outputs():
         check_writable(path, plan.onnx.force)
     check_trt(plan, loaded, step)
-    split = _read_split(plan, step)  # bad --data or --calib fails here, before anything is written
+    head = heads.of_model(loaded.model)  # an unknown head, bad --data or --calib fail here, before anything is written
+    split = _read_split(plan, step, head)
     calibration = _calibration_paths(plan)
     model, rewrite_report = _rewritten(loaded, plan, step)
     result = Deployment(rewrite_report)
@@ -149,10 +150,14 @@ def deploy(loaded: LoadedModel, plan: Plan, step: Step = _quiet) -> Deployment:
 
 def check(loaded: LoadedModel, result: Deployment, plan: Plan, semantics: str = "eager",
           step: Step = _quiet, split: data.Split | None = None) -> Deployment:
-    """Parity of every artefact in ``result.exports`` against ``loaded``; failing gating rows are localised."""
-    split = split or _read_split(plan, step)
+    """Parity of every artefact in ``result.exports`` against ``loaded``, its head in the form the artefacts were
+    exported in (end-to-end or not); failing gating rows are localised."""
+    end2end = bool(artefact_metadata(result.exports[0].path).get("end2end")) if result.exports else False
+    loaded = dataclasses.replace(loaded, model=heads.in_form(loaded.model, end2end))
+    head = heads.of_model(loaded.model)
+    split = split or _read_split(plan, step, head)
     result.notes = list(loaded.notes)
-    accuracy = AccuracyCheck(split, torch_backend.Runner(loaded.model, semantics=semantics),
+    accuracy = AccuracyCheck(split, torch_backend.Runner(loaded.model, semantics=semantics), head,
                              plan.map_tolerances) if split else None
     for export, ov_precision, gating in _checks(result.exports):
         _check(loaded, plan, result, export, ov_precision, gating, semantics, step, accuracy)
@@ -208,11 +213,14 @@ def _calibration_paths(plan: Plan) -> list[Path]:
     return data.calibration_paths(plan.calib)
 
 
-def _read_split(plan: Plan, step: Step) -> data.Split | None:
+def _read_split(plan: Plan, step: Step, head: heads.Head) -> data.Split | None:
+    """The validation split with the labels of ``head``'s task; refused where the head cannot be scored on it."""
     if plan.data is None:
         return None
-    with step(f"Reading the validation split of {plan.data}"):
-        return data.load_split(plan.data)
+    with step(f"Reading the validation split of {plan.data} ({head.task} labels)"):
+        split = data.load_split(plan.data, task=head.task)
+    scored(head, split)
+    return split
 
 
 def _build(plan: Plan, result: Deployment, step: Step, calibration: list[Path]) -> None:

@@ -28,19 +28,31 @@ def jsonable(obj: Any) -> Any:
 
 def _properties(obj: Any) -> dict:
     """The verdicts reports compute rather than store."""
-    return {name: getattr(obj, name) for name in ("passed", "reference", "delta", "delta50", "noisy",
-                                                  "memory_bound_share", "compute_bound_share", "difference",
-                                                  "agrees")
+    return {name: getattr(obj, name) for name in ("passed", "reference", "delta", "delta50", "box_delta", "noisy",
+                                                  "elements_gate", "memory_bound_share", "compute_bound_share",
+                                                  "difference", "agrees")
             if isinstance(getattr(type(obj), name, None), property)}
 
 
 def parity_table(report: ParityReport) -> Table:
-    headers = ["input", "max abs", "max rel", "mean abs", "cosine", "NaN/Inf", "fp32 noise", "result"]
+    """Every output of every input: its name and what it holds, its errors, and where the largest one is."""
+    headers = ["input", "output", "max abs", "at", "max rel", "mean abs", "cosine", "NaN/Inf", "fp32 noise", "result"]
     rows = [
-        [r.input, f"{r.max_abs:.3g}", f"{r.max_rel:.3g}", f"{r.mean_abs:.3g}", f"{r.cosine:.7f}",
-         f"{r.nan}/{r.inf}", "-" if r.ref_noise is None else f"{r.ref_noise:.3g}", "pass" if r.passed else "FAIL"]
+        [r.input, f"{r.name}: {r.holds}", f"{r.max_abs:.3g}", r.worst_field, f"{r.max_rel:.3g}", f"{r.mean_abs:.3g}",
+         f"{r.cosine:.7f}", f"{r.nan}/{r.inf}", "-" if r.ref_noise is None else f"{r.ref_noise:.3g}",
+         "pass" if r.passed else "FAIL"]
         for r in report.results
     ]
+    return headers, rows
+
+
+def detections_table(report: ParityReport) -> Table:
+    """The detection-level check per image: instances on each side, recall, precision, how alike matched pairs are."""
+    headers = ["input", "matched by", "reference", "export", "recall", "precision", "least alike pair",
+               "max score diff", "result"]
+    rows = [[d.input, d.matcher, str(d.ref_boxes), str(d.boxes), _fmt(d.recall, ".4f"), _fmt(d.precision, ".4f"),
+             _fmt(d.min_similarity, ".4f"), _fmt(d.max_score_diff), "pass" if d.passed else "FAIL"]
+            for d in report.detections]
     return headers, rows
 
 
@@ -149,12 +161,23 @@ def _worst_detection(report: ParityReport, name: str) -> float | None:
     return min(values) if values else None
 
 
+def _worst_per_output(results: list) -> str:
+    """The largest error of each output, named: ``output0 2.3e-05 (boxes); output1 4.8e-07 (prototypes)``."""
+    worst = {}
+    for x in results:
+        if x.name not in worst or x.max_abs > worst[x.name].max_abs:
+            worst[x.name] = x
+    return "; ".join(f"{name} {x.max_abs:.3g} ({x.worst_field})" if name else f"{x.max_abs:.3g}"
+                     for name, x in worst.items())
+
+
 def summary_row(report: ParityReport) -> dict:
-    """One parity report as the figures of one table row: the worst over its inputs."""
+    """One parity report as the figures of one table row: the worst over its inputs, per output."""
     r = report.results
     verdict = ("pass" if report.passed else "FAIL") + ("" if report.gating else " (not gating)")
+    elements = "" if report.elements_gate else " (decided by detections)"
     return {
-        "backend": _row_name(report), "precision": report.precision, "max abs": _fmt(max(x.max_abs for x in r)),
+        "backend": _row_name(report), "precision": report.precision, "max abs": _worst_per_output(r) + elements,
         "max rel": _fmt(max(x.max_rel for x in r)), "cosine": _fmt(min(x.cosine for x in r), ".7f"),
         "NaN/Inf": f"{sum(x.nan for x in r)}/{sum(x.inf for x in r)}",
         "det recall": _fmt(_worst_detection(report, "recall"), ".4f"),
@@ -165,17 +188,28 @@ def summary_row(report: ParityReport) -> dict:
     }
 
 
+def _map_headers(accuracy) -> tuple[str, str]:
+    metric = accuracy.reference.metric
+    return ("mAP50", "mAP50-95") if metric == "box" else (f"{metric} mAP50", f"{metric} mAP50-95")
+
+
 def _accuracy_cells(accuracy) -> dict:
     if accuracy is None:
         return {}
-    return {"mAP50": f"{accuracy.accuracy.map50:.4f} ({accuracy.delta50:+.4f})",
-            "mAP50-95": f"{accuracy.accuracy.map:.4f} ({accuracy.delta:+.4f})", "mAP drop tol": f"{accuracy.tolerance:g}"}
+    at50, at = _map_headers(accuracy)
+    cells = {at50: f"{accuracy.accuracy.map50:.4f} ({accuracy.delta50:+.4f})",
+             at: f"{accuracy.accuracy.map:.4f} ({accuracy.delta:+.4f})"}
+    if accuracy.accuracy.box is not None:
+        cells["box mAP50-95"] = f"{accuracy.accuracy.box[1]:.4f} ({accuracy.box_delta:+.4f})"
+    return {**cells, "mAP drop tol": f"{accuracy.tolerance:g}"}
 
 
 def _reference_row(accuracy, headers: list[str]) -> list[str]:
     """The original PyTorch model's own mAP, as the first row of a table with mAP columns."""
-    cells = {"backend": "pytorch (reference)", "precision": "fp32", "mAP50": f"{accuracy.reference.map50:.4f}",
-             "mAP50-95": f"{accuracy.reference.map:.4f}"}
+    at50, at = _map_headers(accuracy)
+    box = accuracy.reference.box
+    cells = {"backend": "pytorch (reference)", "precision": "fp32", at50: f"{accuracy.reference.map50:.4f}",
+             at: f"{accuracy.reference.map:.4f}", "box mAP50-95": "-" if box is None else f"{box[1]:.4f}"}
     return [cells.get(h, "-") for h in headers]
 
 
@@ -211,7 +245,8 @@ def write_demo_report(directory: Path, run, timing: BenchResult, seconds: float)
         sections[f"Lint for {lint.target}: {'passed' if lint.passed else 'FAILED'}"] = (
             markdown_table(lint_table(lint)) if lint.findings else "No findings.")
     sections[f"Parity against PyTorch fp32: {'passed' if run.passed else 'FAILED'}"] = "\n\n".join(
-        [markdown_table(summary_table(run.parity))] + [markdown_table(parity_table(p)) for p in run.parity])
+        [markdown_table(summary_table(run.parity))] + [markdown_table(parity_table(p)) for p in run.parity]
+        + [markdown_table(detections_table(p)) for p in run.parity if p.detections])
     sections["onnxruntime CPU latency"] = markdown_table(bench_table([timing]))
     sections["Machine"] = machine_lines(summary["machine"])
     sections["Wall time"] = f"{seconds:.1f} s"

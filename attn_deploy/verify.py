@@ -6,7 +6,7 @@ from pathlib import Path
 
 import onnx as onnx_lib
 
-from . import parity
+from . import heads, parity
 from .exporters import input_geometry, onnx, open_runner, probe_runner, probe_source
 from .exporters import torch as torch_backend
 from .models import ZOO
@@ -29,7 +29,7 @@ def verify_export(path: Path, loaded, tolerances: dict | None = None, threads: i
     try:
         tolerance = (tolerances or parity.TOLERANCES)[candidate.precision]
         report = parity.verify(reference, candidate, inputs, tolerance, exact=exact,
-                               detections=detections or parity.Detections())
+                               detections=detections or parity.Detections(), head=heads.of_model(loaded.model))
         report.accuracy = accuracy.compare(candidate, imgsz, batch) if accuracy else None
         return report
     finally:

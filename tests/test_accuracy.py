@@ -1,9 +1,11 @@
 """Accuracy parity on the trained fixtures: mAP per backend against PyTorch, INT8, and the scorer's trust."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from attn_deploy import fixtures, load
@@ -133,3 +135,25 @@ def test_calibration_images_spread_over_the_train_split(shapes_yaml):
     paths = calibration_paths(shapes_yaml, limit=10)
     assert len(paths) == 10 and paths[0] != paths[1]
     assert len({p.parent for p in paths}) == 1 and paths[-1].stem > "00100"
+
+
+@pytest.mark.parametrize("name, task", [("cga-seg", "segment"), ("cga-pose", "pose"), ("cga-obb", "obb")])
+def test_task_scorer_matches_ultralytics_validator_on_the_same_images(name, task, tmp_path):
+    """Masks, keypoints or rotated boxes scored as yolo val scores them, on the first 32 validation images fed at
+    the same size (rect=False: yolo val's default pads each batch by half a stride, 160 to 192 here)."""
+    from ultralytics import YOLO
+
+    config = yaml.safe_load(shapes_data(tmp_path, ("val",), task).read_text())
+    root = Path(config["path"])
+    (root / "first.txt").write_text("\n".join(sorted(str(p) for p in (root / config["val"]).iterdir())[:32]))
+    data = tmp_path / "first.yaml"
+    data.write_text(yaml.safe_dump({**config, "train": "first.txt", "val": "first.txt"}))
+    loaded = load(fixtures.checkpoint(name))
+    ours = evaluate(torch_backend.Runner(loaded.model), load_split(data, task=task), loaded.imgsz, batch=8)
+    theirs = YOLO(str(fixtures.checkpoint(name)), task=task).val(data=str(data), imgsz=loaded.imgsz[0], batch=8,
+                                                                 rect=False, device="cpu", plots=False, verbose=False)
+    own = getattr(theirs, {"segment": "seg", "pose": "pose", "obb": "box"}[task])
+    assert ours.metric == {"segment": "mask", "pose": "pose", "obb": "box"}[task] and ours.map50 > 0.5
+    assert (ours.map50, ours.map) == pytest.approx((own.map50, own.map), abs=0.01)
+    if ours.box is not None:
+        assert ours.box == pytest.approx((theirs.box.map50, theirs.box.map), abs=0.01)

@@ -9,7 +9,7 @@ import openvino as ov
 import pytest
 from typer.testing import CliRunner
 
-from attn_deploy import load
+from attn_deploy import heads, load
 from attn_deploy.cli import app
 from attn_deploy.exporters import mixed_precision, open_runner, openvino
 from attn_deploy.verify import localise_export, verify_export
@@ -90,14 +90,15 @@ def test_mixed_precision_keeps_measured_nodes_in_fp32(cga, tmp_path):
 
 
 def test_detection_parity_matches_identical_outputs_and_misses_moved_boxes(cga):
-    path, _, _ = cga
+    path, _, loaded = cga
     x = parity_inputs(SIZE)["bus.jpg"]
     out = open_runner(path).run([x])[0]
-    (same,) = compare_detections("bus.jpg", out, out.copy(), TOLERANCES["fp32"], Detections(conf=0.0))
+    head, fp32 = heads.of_model(loaded.model), TOLERANCES["fp32"]
+    (same,) = compare_detections("bus.jpg", [out], [out.copy()], head, fp32, Detections(conf=0.0), SIZE)
     assert (same.recall, same.precision, same.passed) == (1.0, 1.0, True) and same.ref_boxes == 300
     moved = out.copy()
     moved[:, 0] += 0.5 * moved[:, 2]  # every box moves by half its width: IoU 1/3 with itself
-    (miss,) = compare_detections("bus.jpg", out, moved, TOLERANCES["fp32"], Detections(conf=0.0))
+    (miss,) = compare_detections("bus.jpg", [out], [moved], head, fp32, Detections(conf=0.0), SIZE)
     assert miss.recall < 0.1 and not miss.passed  # a moved box can land on a neighbour of its class
 
 

@@ -100,7 +100,7 @@ def test_tighter_tolerance_override_fails_parity(cga_onnx, fork_checkpoints):
     assert result.exit_code == 1
     (parity,) = json.loads(result.stdout)["parity"]
     assert parity["passed"] is False
-    assert parity["tolerance"] == {"atol": 0.0, "rtol": 0.0, "noise_factor": 0.0, "min_recall": 0.99}
+    assert parity["tolerance"] == {"atol": 0.0, "rtol": 0.0, "noise_factor": 0.0, "min_recall": 0.99, "eps": 2.0**-23}
 
 
 def test_blocked_export_is_one_clear_error(fork_checkpoints, tmp_path):

@@ -6,7 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from attn_deploy.parity import NOISE_FACTOR, TOLERANCES, compare_output, parity_inputs
+from attn_deploy.parity import (NOISE_FACTOR, TOLERANCES, DetectionParity, OutputParity, ParityReport, compare_output,
+                                parity_inputs)
 
 FP32 = TOLERANCES["fp32"]
 
@@ -71,3 +72,41 @@ def test_any_perturbation_inside_the_bound_passes_and_outside_fails(ref, fractio
     bound = FP32.atol + FP32.rtol * np.abs(ref)
     assert compare_output(ref, ref + sign * fraction * bound, FP32)["passed"]
     assert not compare_output(ref, ref + sign * 1.01 * bound, FP32)["passed"]
+
+
+def test_tolerance_follows_what_each_channel_holds():
+    from attn_deploy.heads import Detect
+
+    rng = np.random.default_rng(0)
+    ref = np.concatenate([rng.uniform(0, 640, (1, 4, 50)), rng.uniform(0, 1, (1, 2, 50))], 1).astype(np.float32)
+    ref[0, 2, 0] = 5.0  # a 5 px wide box
+    scale = Detect(nc=2).outputs[0].scale(ref, (640, 640))
+    assert scale.ravel().tolist() == [640] * 4 + [1] * 2
+    fp16 = TOLERANCES["fp16"]
+    width = ref.copy()
+    width[0, 2, 0] += 1.5  # fp16's spacing near 640 is 0.5 px: 3 spacings off on a width computed from corners
+    assert compare_output(ref, width, fp16, scale=scale)["passed"]
+    assert not compare_output(ref, width, fp16)["passed"]  # without the scale: the old 1e-2 + 1e-2 * 5 px bound
+    assert not compare_output(ref, width, FP32, scale=scale)["passed"]  # fp32's spacings at 640 are 6e-5 px
+    score = ref.copy()
+    score[0, 4, 0] += 0.05  # a score is no pixel: its bound stays near 1e-2
+    assert not compare_output(ref, score, fp16, scale=scale)["passed"]
+
+
+def _report(precision: str, elements_pass: bool, ref_boxes: int, accuracy=None) -> ParityReport:
+    element = OutputParity("bus.jpg", 0, 1.0, 1.0, 1.0, 0.99, 0, 0, None, elements_pass)
+    detection = DetectionParity("bus.jpg", ref_boxes, ref_boxes, 1.0 if ref_boxes else None,
+                                1.0 if ref_boxes else None, 0.0, True)
+    return ParityReport("onnxruntime", precision, TOLERANCES[precision], [element], detections=[detection],
+                        accuracy=accuracy)
+
+
+@pytest.mark.parametrize("precision, ref_boxes, passed", [
+    ("fp16", 3, True),  # the detection-level check had instances to decide on, and they all match
+    ("bf16", 3, True),
+    ("fp16", 0, False),  # nothing to match on the real images: element parity decides
+    ("fp32", 3, False),  # fp32 is always held to its elements
+])
+def test_reduced_precisions_are_decided_by_the_detection_level_check(precision, ref_boxes, passed):
+    report = _report(precision, False, ref_boxes)
+    assert report.passed is passed and report.elements_gate is not passed

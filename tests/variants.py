@@ -499,3 +499,52 @@ GRAPH_VARIANTS = {
     "dlka-deformable-conv": DeformableLargeKernel,
 }
 DATA_DEPENDENT = {"biformer-topk-routing", "dat-offset-sampling", "dlka-deformable-conv"}
+
+
+class BandAttention(nn.Module):
+    """Self-attention over the flattened map, each position seeing its neighbours in raster order: the band mask
+    is rebuilt on every call and written with ``masked_fill(-inf)``."""
+
+    def __init__(self, c: int, band: int = 6):
+        super().__init__()
+        self.band = band
+        self.qkv = nn.Conv2d(c, 3 * c, 1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(x).flatten(2).chunk(3, 1)
+        scores = (q.transpose(1, 2) @ k) * c**-0.5
+        index = torch.arange(h * w, device=x.device)
+        outside = (index[:, None] - index[None]).abs() > self.band
+        attn = scores.masked_fill(outside, float("-inf")).softmax(-1)
+        return x + (v @ attn.transpose(1, 2)).view(b, c, h, w)
+
+
+class LowestFloatMask(nn.Module):
+    """Channel attention that drops weak channels with ``torch.where(keep, s, finfo.min)`` before its softmax:
+    finite in fp32, -inf once the graph runs in fp16."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.fc = nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        s = self.fc(x.mean((2, 3), keepdim=True))
+        keep = s > s.mean(1, keepdim=True)
+        weights = torch.where(keep, s, torch.finfo(s.dtype).min).softmax(1)
+        return x * (1 + weights)
+
+
+class CausalBias(nn.Module):
+    """Attention along rows with a learned relative bias and a causal mask held in a buffer of -inf."""
+
+    def __init__(self, c: int, width: int):
+        super().__init__()
+        self.qk = nn.Conv2d(c, 2 * c, 1)
+        self.bias = nn.Parameter(torch.randn(width, width) * 0.1)
+        self.register_buffer("causal", torch.full((width, width), float("-inf")).triu(1))
+
+    def forward(self, x):
+        q, k = self.qk(x).chunk(2, 1)
+        attn = (q.permute(0, 2, 3, 1) @ k.permute(0, 2, 1, 3) + self.bias + self.causal).softmax(-1)  # B,H,W,W
+        return x + (attn @ x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)

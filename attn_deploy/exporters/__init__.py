@@ -58,6 +58,24 @@ def open_runner(path: Path, threads: int | None = None, ov_device: str = "CPU", 
     return tensorrt.Runner(path)
 
 
+def artefact_metadata(path: Path) -> dict:
+    """The ultralytics metadata an artefact carries, read without loading it into its runtime."""
+    path = Path(path)
+    backend = backend_of(path)
+    if backend == "onnx":
+        from .onnx import read_metadata
+
+        return read_metadata(path)
+    if backend == "openvino":
+        import yaml
+
+        sidecar = (path if path.is_dir() else path.parent) / "metadata.yaml"
+        return (yaml.safe_load(sidecar.read_text()) or {}) if sidecar.exists() else {}
+    from . import tensorrt
+
+    return tensorrt.read_header(path)[1]
+
+
 def probe_source(path: Path) -> Path:
     """The ONNX file an artefact was built from: itself, or the same-stem ``.onnx`` beside it (``.fp16.onnx``
     for a TensorRT 11 fp16 engine, which is built from the mixed-precision file)."""

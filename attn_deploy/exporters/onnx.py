@@ -23,12 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..loading import LoadedModel
 from ..errors import AttnDeployError
+from ..heads import Head
+from ..loading import LoadedModel
 from ..files import check_writable, write_atomic
 from . import ExportResult
 
-INPUT_NAME, OUTPUT_NAME = "images", "output0"
+INPUT_NAME = "images"
 MAX_IR_VERSION = 10  # what the onnxruntime releases in use read, as ultralytics caps it
 
 
@@ -43,18 +44,21 @@ class OnnxOptions:
 
 
 def _export_copy(model: nn.Module, dynamic: bool) -> nn.Module:
-    from ultralytics.nn.modules import Detect
+    """A copy whose head returns what ultralytics exports: its inference outputs alone, anchors recomputed."""
+    from ultralytics.nn.modules import Classify, Detect, RTDETRDecoder
 
     model = copy.deepcopy(model)
     for m in model.modules():
+        if isinstance(m, (Detect, RTDETRDecoder, Classify)):
+            m.export, m.format, m.dynamic = True, "onnx", dynamic
         if isinstance(m, Detect):
-            m.export, m.format, m.dynamic, m.shape = True, "onnx", dynamic, None
+            m.shape = None
     return model
 
 
-def _dynamic_axes(dynamic: bool) -> dict | None:
+def _dynamic_axes(dynamic: bool, outputs: list[str]) -> dict | None:
     # Only the batch axis: the rewrite engine specialises everything else to the export shape.
-    return {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic else None
+    return {name: {0: "batch"} for name in [INPUT_NAME, *outputs]} if dynamic else None
 
 
 def _trace(module: nn.Module, args: tuple, f, opset: int, names: tuple[list, list] = (None, None),
@@ -200,12 +204,13 @@ def _simplify(model_onnx, notes: list[str]):
         return model_onnx
 
 
-def metadata(loaded: LoadedModel, options: OnnxOptions) -> dict:
-    """The metadata ultralytics' AutoBackend reads from an exported model."""
+def metadata(loaded: LoadedModel, options: OnnxOptions, head: Head) -> dict:
+    """The metadata ultralytics' AutoBackend reads from an exported model (``head``: its ``heads`` spec)."""
     import ultralytics
 
     from .. import __version__
 
+    pose = {"kpt_shape": list(head.kpt_shape)} if head.task == "pose" else {}
     return {
         "description": f"attn-deploy {__version__} export of {loaded.yaml_name}",
         "author": "attn-deploy",
@@ -214,13 +219,14 @@ def metadata(loaded: LoadedModel, options: OnnxOptions) -> dict:
         "license": "AGPL-3.0 License (https://ultralytics.com/license)",
         "docs": "https://docs.ultralytics.com",
         "stride": loaded.stride,
-        "task": loaded.task,
+        "task": head.task,
         "batch": options.batch,
         "imgsz": list(options.imgsz),
         "names": loaded.names,
         "args": {"batch": options.batch, "dynamic": options.dynamic, "half": False, "nms": False},
         "channels": 3,
-        "end2end": False,
+        "end2end": head.end2end,
+        **pose,
     }
 
 
@@ -291,32 +297,37 @@ def read_metadata(path: Path) -> dict:
 
     props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props
              if not p.key.startswith("onnxsim.")}  # onnxsim records its own settings there
-    literal = {"stride", "batch", "imgsz", "names", "args", "channels", "end2end"}
+    literal = {"stride", "batch", "imgsz", "names", "args", "channels", "end2end", "kpt_shape"}
     return {k: ast.literal_eval(v) if k in literal else v for k, v in props.items()}
 
 
 def export(loaded: LoadedModel, output: Path, options: OnnxOptions) -> ExportResult:
-    """Export ``loaded`` to ``output`` (static shape unless ``options.dynamic``), written atomically."""
+    """Export ``loaded`` to ``output`` (static shape unless ``options.dynamic``), written atomically; the outputs
+    are named as ultralytics names them (``output0``, and ``output1`` for the segment head's prototypes)."""
     import onnx
+
+    from ..heads import of_model
 
     output = Path(output)
     check_writable(output, options.force)
     loaded.check_input(options.imgsz, options.batch)
+    head = of_model(loaded.model)
     model = _export_copy(loaded.model, options.dynamic)
     im = torch.zeros(options.batch, 3, *options.imgsz)
+    names = head.output_names
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"
         try:
             with _native_output_silenced():  # a failing trace dumps its whole graph; _explain names the module
-                _trace(model, (im,), raw, options.opset, ([INPUT_NAME], [OUTPUT_NAME]),
-                       _dynamic_axes(options.dynamic))
+                _trace(model, (im,), raw, options.opset, ([INPUT_NAME], names),
+                       _dynamic_axes(options.dynamic, names))
         except Exception as e:
             raise _explain(model, im, options, e) from e
         model_onnx = onnx.load(raw)
     result = ExportResult(output, "onnx")
     if options.simplify:
         model_onnx = _simplify(model_onnx, result.notes)
-    for key, value in metadata(loaded, options).items():
+    for key, value in metadata(loaded, options, head).items():
         model_onnx.metadata_props.add(key=key, value=str(value))
     model_onnx.ir_version = min(model_onnx.ir_version, MAX_IR_VERSION)
     write_atomic(output, lambda tmp: onnx.save(model_onnx, tmp))

@@ -14,8 +14,16 @@ from torch import nn
 DTYPES = {"fp32": torch.float32, "fp64": torch.float64}
 
 
+def inference_outputs(out) -> list[torch.Tensor]:
+    """What an eval-mode model returns, as its export returns it: ultralytics' heads return ``(inference, raw
+    predictions)`` outside export mode, and the inference part is one tensor or a tuple of them (segment: the
+    boxes with mask coefficients, and the prototypes)."""
+    first = out[0] if isinstance(out, (tuple, list)) else out
+    return list(first) if isinstance(first, (tuple, list)) else [first]
+
+
 class Runner:
-    """Runs a loaded detector eagerly on CPU; its first output is the detections tensor."""
+    """Runs a loaded model eagerly on CPU and returns every output its export has."""
 
     backend = "torch"
     device = "cpu"
@@ -34,8 +42,7 @@ class Runner:
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         with torch.no_grad(), run_as(self.semantics):
             out = self.model(torch.from_numpy(inputs[0]).to(self.dtype))
-        out = out[0] if isinstance(out, (tuple, list)) else out
-        return [out.numpy()]
+        return [t.numpy() for t in inference_outputs(out)]
 
     def close(self) -> None:
         self.model = None
@@ -57,8 +64,7 @@ def module_outputs(model: nn.Module, x: np.ndarray, paths: list[str],
 
     def keep(path: str):
         def hook(module, args, output) -> None:
-            first = output[0] if isinstance(output, (tuple, list)) else output
-            outputs.setdefault(path, first.detach().float().numpy())
+            outputs.setdefault(path, inference_outputs(output)[0].detach().float().numpy())
 
         return hook
 
@@ -93,9 +99,8 @@ class CudaRunner:
         self.graph = self.static_in = self.static_out = None
         self.version = torch.__version__
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
-        return out[0] if isinstance(out, (tuple, list)) else out
+    def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return inference_outputs(self.model(x))
 
     def _capture(self, x: torch.Tensor) -> None:
         self.static_in = x.clone()
@@ -113,12 +118,12 @@ class CudaRunner:
         x = torch.from_numpy(inputs[0]).to("cuda", self.dtype)
         with torch.no_grad():
             if self.mode == "eager":
-                return [self._forward(x).float().cpu().numpy()]
+                return [t.float().cpu().numpy() for t in self._forward(x)]
             if self.static_in is None or self.static_in.shape != x.shape:
                 self._capture(x)
             self.static_in.copy_(x)
             self.graph.replay()
-            return [self.static_out.float().cpu().numpy()]
+            return [t.float().cpu().numpy() for t in self.static_out]
 
     def close(self) -> None:
         self.model = self.graph = self.static_in = self.static_out = None

@@ -229,8 +229,10 @@ def _pair(size: int | list | None) -> tuple[int, int] | None:
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, imgsz: int = 640) -> Path:
-    """Save ``model`` as ultralytics saves a finished ``best.pt`` (fp16, no optimizer), atomically."""
+    """Save ``model`` as ultralytics saves a finished ``best.pt`` (fp16, no optimizer, its task), atomically."""
     import ultralytics
+
+    from ..heads import task_of
 
     ckpt = {
         "date": datetime.datetime.now().isoformat(),
@@ -243,7 +245,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, imgsz: int = 640) -> Pat
         "ema": None,
         "updates": None,
         "optimizer": None,
-        "train_args": {"task": "detect", "imgsz": imgsz, "model": model.yaml.get("yaml_file")},
+        "train_args": {"task": task_of(model), "imgsz": imgsz, "model": model.yaml.get("yaml_file")},
         "train_metrics": None,
         "train_results": None,
     }

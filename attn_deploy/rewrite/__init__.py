@@ -4,7 +4,8 @@ One file per rule family registers its rules in ``RULES`` (``registry``); ``rewr
 them to a model at its export shape and returns the rewritten copy with a ``RewriteReport``.
 """
 
-from . import batch_axis, cga, criss_cross, einsum, linear, mha, pooling, reductions, resize, shifts  # noqa: F401
+from . import (  # noqa: F401
+    batch_axis, cga, criss_cross, einsum, infinity, linear, mha, pooling, reductions, resize, shifts)
 from .engine import LayerRewrite, RewriteReport, Rewritten, rewrite
 from .registry import RULES, LayerCall, ModuleRule, OpRule, Rule
 from .shifts import TrueShifts

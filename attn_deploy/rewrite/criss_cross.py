@@ -10,11 +10,10 @@ import torch
 from torch import nn
 
 from ..models.criss_cross import CrissCrossAttention
+from .infinity import FINITE
 from .registry import LayerCall, module_rule, structure_of
 
-# Added to the diagonal energies: softmax gives them exactly 0 in fp32 and fp16 (as -inf does)
-# while energy + MASK stays finite in fp16 (max 65504) for energies of either sign below 35504.
-MASK = -30000.0
+MASK = -FINITE  # added to the diagonal energies: softmax gives them 0 as -inf does, finite in fp16 (infinity.py)
 
 
 @module_rule("criss-cross",

@@ -99,7 +99,7 @@ def _plan(model: nn.Module, calls: dict[str, LayerCall], rules: list[Rule]) -> l
         matched = next((r for r in module_rules if r.applies(module)), None)
         if matched:
             plan.append((path, [matched]))
-            covered += (f"{path}.",)
+            covered += () if matched.wraps else (f"{path}.",)
         elif found := [r for r in op_rules if set(r.ops) & calls[path].ops]:
             plan.append((path, found))
     return plan
@@ -163,7 +163,8 @@ def _keep_routing(original: nn.Module, replacement: nn.Module) -> nn.Module:
     for attr in ("i", "f", "type", "np"):  # ultralytics' layer routing reads these
         if hasattr(original, attr):
             setattr(replacement, attr, getattr(original, attr))
-    return replacement
+    # A new module starts in training mode, and torch.onnx.export restores that mode into every child it wraps.
+    return replacement.train(original.training)
 
 
 def _count_ops(report: RewriteReport, replaced: dict[str, nn.Module], original: nn.Module,

@@ -32,6 +32,7 @@ class Rule:
 class ModuleRule(Rule):
     applies: Callable[[nn.Module], bool]
     build: Callable[[nn.Module, "LayerCall"], nn.Module]
+    wraps: bool = False  # the replacement wraps the module, whose children keep their own rules
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,11 +59,16 @@ RULES: dict[str, Rule] = {}
 
 
 def module_rule(name: str, fixes: str, matches: str, applies: Callable[[nn.Module], bool],
-                targets: tuple[str, ...] = TARGETS):
-    """Register ``build(module, call) -> replacement`` (a function or a class) for modules ``applies`` accepts."""
+                targets: tuple[str, ...] = TARGETS, wraps: bool = False):
+    """Register ``build(module, call) -> replacement`` (a function or a class) for modules ``applies`` accepts.
+
+    A replacement stands for the whole module, so its children are not rewritten on their own, unless it
+    ``wraps`` the module (with its children already rewritten).
+    """
 
     def register(build):
-        RULES[name] = ModuleRule(name=name, fixes=fixes, matches=matches, targets=targets, applies=applies, build=build)
+        RULES[name] = ModuleRule(name=name, fixes=fixes, matches=matches, targets=targets, applies=applies, build=build,
+                                 wraps=wraps)
         return build
 
     return register

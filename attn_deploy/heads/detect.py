@@ -1,0 +1,140 @@
+"""Detection: YOLO's Detect head in its two forms, and RT-DETR's decoder.
+
+- NMS form (every YOLO, and YOLOv10/YOLO26 unless their one-to-one head is selected): ``output0`` is
+  (B, 4 + nc + extra, anchors), xywh boxes in pixels, then class scores; NMS picks the boxes.
+- End-to-end form (YOLOv10 and YOLO26's one-to-one head, selected as ultralytics does with ``nms=False``,
+  or left alone by fusion): ``output0`` is (B, k, 6 + extra), rows of xyxy pixels, score, class index, the
+  head's top-k boxes with no NMS; a score threshold is all that selects them.
+- RT-DETR's decoder: (B, queries, 6), rows of normalised cxcywh, score, class index, no NMS.
+
+Segment, pose and OBB heads (their own files) are Detect heads with extra channels after the scores.
+"""
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from .base import OWN, PIXELS, UNIT, Field, Head, Instances, Output, pairs, same_class
+
+VAL_CONF, VAL_IOU, VAL_MAX_DET = 0.001, 0.7, 300  # yolo val's NMS
+
+
+@dataclass(frozen=True)
+class Detect(Head):
+    rotated: ClassVar[bool] = False  # OBB: xywh + angle, rotated NMS
+    box_name: ClassVar[str] = "boxes"
+
+    @property
+    def nms_free(self) -> bool:
+        """Whether the head selects its own top-k rows (end-to-end, RT-DETR), so that no NMS follows."""
+        return self.end2end
+
+    @property
+    def matcher(self) -> str:
+        how = "top-k rows above the threshold, no NMS" if self.nms_free else "NMS"
+        return f"{self.overlap_name} after {how}, same class"
+
+    @property
+    def overlap_name(self) -> str:
+        return "box IoU"
+
+    @property
+    def extra(self) -> int:
+        """Channels after the class scores (NMS form) or the class index (end-to-end form)."""
+        return 0
+
+    def extra_fields(self, start: int) -> tuple[Field, ...]:
+        return ()
+
+    def more_outputs(self) -> tuple[Output, ...]:
+        return ()
+
+    @property
+    def outputs(self) -> tuple[Output, ...]:
+        box = Field(self.box_name, slice(0, 4), PIXELS)
+        if self.end2end:
+            fields = (box, Field("score", slice(4, 5), UNIT), Field("class index", slice(5, 6), OWN),
+                      *self.extra_fields(6))
+            return Output("output0", (None, None, 6 + self.extra), 2, fields), *self.more_outputs()
+        fields = (box, Field("class scores", slice(4, 4 + self.nc), UNIT), *self.extra_fields(4 + self.nc))
+        return Output("output0", (None, 4 + self.nc + self.extra, None), 1, fields), *self.more_outputs()
+
+    def rows(self, output: np.ndarray, conf: float, iou: float, max_det: int, multi_label: bool = False) -> list:
+        """Per image, (n, 6 + extra) rows: box, score, class, extra; by NMS, or by score alone when end-to-end."""
+        import torch
+        from ultralytics.utils.nms import non_max_suppression
+
+        # No time limit: a truncated NMS would differ between two runs of the same output.
+        return non_max_suppression(torch.from_numpy(output.astype(np.float32)), conf, iou, nc=self.nc,
+                                   multi_label=multi_label, max_det=max_det, max_time_img=1e9, rotated=self.rotated,
+                                   end2end=self.nms_free)
+
+    def instances(self, rows, outputs: list[np.ndarray], image: int, imgsz: tuple[int, int]) -> Instances:
+        return Instances(rows[:, :4], rows[:, 4], rows[:, 5])
+
+    def select(self, outputs: list[np.ndarray], imgsz: tuple[int, int], conf: float, iou: float, max_det: int,
+               slack: float | None = None) -> list[Instances]:
+        if slack is not None:
+            conf, max_det = max(conf - slack, 0.0), 2 * max_det
+        rows = self.rows(outputs[0], conf, iou, max_det)
+        return [self.instances(r, outputs, b, imgsz) for b, r in enumerate(rows)]
+
+    def align(self, refs: list[np.ndarray], outs: list[np.ndarray], imgsz: tuple[int, int],
+              match_iou: float) -> list[np.ndarray]:
+        if not self.nms_free:
+            return outs
+        import torch
+
+        aligned = outs[0].copy()
+        for b in range(len(refs[0])):
+            every = [self.instances(torch.from_numpy(x[0][b].astype(np.float32)), x, b, imgsz) for x in (refs, outs)]
+            order = dict(pairs(self.similarity(*every), match_iou))
+            rest = [j for j in range(len(outs[0][b])) if j not in set(order.values())]
+            aligned[b] = outs[0][b][[order[i] if i in order else rest.pop(0) for i in range(len(outs[0][b]))]]
+        return [aligned, *outs[1:]]
+
+    def predictions(self, outputs: list[np.ndarray], imgsz: tuple[int, int]) -> list[Instances]:
+        rows = self.rows(outputs[0], VAL_CONF, VAL_IOU, VAL_MAX_DET, multi_label=True)
+        return [self.instances(r, outputs, b, imgsz) for b, r in enumerate(rows)]
+
+    def box_overlap(self, a, b) -> np.ndarray:
+        from ultralytics.utils.metrics import box_iou
+
+        return box_iou(a, b).numpy()
+
+    def similarity(self, a: Instances, b: Instances, slack: float = 0.0) -> np.ndarray:
+        if not len(a) or not len(b):
+            return np.zeros((len(a), len(b)))
+        return self.box_overlap(a.boxes, b.boxes) * same_class(a, b)
+
+    def overlaps(self, truth: Instances, pred: Instances) -> dict[str, np.ndarray]:
+        return {"box": self.box_overlap(truth.boxes, pred.boxes)}
+
+
+@dataclass(frozen=True)
+class RTDETR(Detect):
+    """RT-DETR's decoder: its top-k queries, normalised cxcywh boxes scaled to the input as ultralytics does. It
+    has no NMS and no other form; ultralytics' ``end2end`` (the YOLO one-to-one head) stays False for it."""
+
+    box_name: ClassVar[str] = "boxes (normalised cxcywh)"
+
+    @property
+    def nms_free(self) -> bool:
+        return True
+
+    def describe(self) -> str:
+        return f"RT-DETR decoder with {self.nc} classes"
+
+    @property
+    def outputs(self) -> tuple[Output, ...]:
+        fields = (Field(self.box_name, slice(0, 4), UNIT), Field("score", slice(4, 5), UNIT),
+                  Field("class index", slice(5, 6), OWN))
+        return (Output("output0", (None, None, 6), 2, fields),)
+
+    def instances(self, rows, outputs: list[np.ndarray], image: int, imgsz: tuple[int, int]) -> Instances:
+        import torch
+        from ultralytics.utils.ops import xywh2xyxy
+
+        h, w = imgsz
+        return Instances(xywh2xyxy(rows[:, :4]) * torch.tensor([w, h, w, h]), rows[:, 4], rows[:, 5])
