@@ -589,13 +589,14 @@ def zoo(as_json: JsonOpt = False) -> None:
     """The attention modules, their papers and the shipped YAMLs."""
     from .models import ZOO
 
-    columns = ["name", "module", "variant", "paper", "yaml", "tasks"]
-    rows = [[e.name, e.module.__name__, e.variant, e.paper, e.yaml.name, ", ".join(e.tasks)] for e in ZOO.values()]
+    columns = ["name", "module", "variant", "paper", "yamls", "tasks"]
+    rows = [[e.name, e.module.__name__, e.variant, e.paper, ", ".join(p.name for p in e.yamls), ", ".join(e.tasks)]
+            for e in ZOO.values()]
     if as_json:
         emit_json([dict(zip(columns, row)) for row in rows])
     else:
-        render("Attention zoo (each placed after SPPF at P5; scales n/s/m/l/x; a task's YAML ends -seg, -pose, -obb)",
-               (columns, rows))
+        render("Attention zoo (each at P5: after SPPF in YOLOv8, after C2PSA in YOLO11 and YOLO26; scales n/s/m/l/x; "
+               "a task's YAML ends -seg, -pose, -obb)", (columns, rows))
 
 
 @app.command()

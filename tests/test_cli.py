@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from attn_deploy.cli import app
-from attn_deploy.models import ZOO
+from attn_deploy.models import CFG_DIR, ZOO
 
 runner = CliRunner()
 
@@ -123,7 +123,12 @@ def test_bench_json(cga_onnx, tmp_path):
 def test_zoo_lists_every_module_and_yaml():
     result = invoke("zoo", "--json")
     assert result.exit_code == 0
-    assert {row["name"] for row in json.loads(result.stdout)} == set(ZOO)
+    rows = json.loads(result.stdout)
+    assert {row["name"] for row in rows} == set(ZOO)
+    for row in rows:
+        listed = row["yamls"].split(", ")
+        assert listed[:3] == [f"{family}-{row['name']}.yaml" for family in ("yolov8", "yolo11", "yolo26")]
+        assert all((CFG_DIR / name).is_file() for name in listed)
 
 
 @pytest.mark.parametrize(

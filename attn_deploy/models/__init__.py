@@ -1,8 +1,8 @@
-"""The attention zoo: the modules people add to YOLOv8, in their published form.
+"""The attention zoo: the modules people add to YOLOv8, YOLO11 and YOLO26, in their published form.
 
 Each module keeps the export-unfriendly code of its paper's reference implementation: it is the
 reference that exports are checked against. ``register()`` makes every module usable by name in
-ultralytics model YAMLs; ``ZOO`` lists the shipped detector YAMLs.
+ultralytics model YAMLs; ``ZOO`` lists the shipped detector YAMLs, one per family (``FAMILIES``).
 """
 
 from dataclasses import dataclass
@@ -21,11 +21,15 @@ from .simam import SimAM
 
 CFG_DIR = Path(__file__).parent / "cfg"
 TASK_SUFFIXES = {"detect": "", "segment": "-seg", "pose": "-pose", "obb": "-obb"}  # as ultralytics names its YAMLs
+# Each family's zoo YAMLs are ultralytics' own with the module inserted at P5 as this layer: after SPPF in YOLOv8,
+# after C2PSA in YOLO11 and YOLO26.
+FAMILIES = {"yolov8": 10, "yolo11": 11, "yolo26": 11}
 
 
 @dataclass(frozen=True)
 class ZooEntry:
-    """One shipped detector: a YOLOv8 with ``module`` after SPPF at P5."""
+    """One zoo module and its shipped detectors: a YOLOv8 with ``module`` after SPPF at P5, a YOLO11 and a YOLO26
+    with it after C2PSA at P5."""
 
     name: str
     module: type[nn.Module]
@@ -36,13 +40,18 @@ class ZooEntry:
     def yaml(self) -> Path:
         return self.task_yaml("detect")
 
-    def task_yaml(self, task: str) -> Path:
-        """The YAML of the model with ``task``'s head (a path that may not exist: see ``tasks``)."""
-        return CFG_DIR / f"yolov8-{self.name}{TASK_SUFFIXES[task]}.yaml"
+    def task_yaml(self, task: str, family: str = "yolov8") -> Path:
+        """The YAML of ``family``'s model with ``task``'s head (a path that may not exist: see ``tasks``)."""
+        return CFG_DIR / f"{family}-{self.name}{TASK_SUFFIXES[task]}.yaml"
+
+    @property
+    def yamls(self) -> list[Path]:
+        """Every shipped YAML: each family's detector, then YOLOv8's other tasks."""
+        return [self.task_yaml("detect", f) for f in FAMILIES] + [self.task_yaml(t) for t in self.tasks[1:]]
 
     @property
     def tasks(self) -> list[str]:
-        """The tasks whose YAML ships: every module has detect."""
+        """The tasks whose YOLOv8 YAML ships: every module has detect."""
         return [task for task in TASK_SUFFIXES if self.task_yaml(task).is_file()]
 
 
@@ -81,4 +90,4 @@ PUBLISHED_NAMES: dict[str, object] = {
     "CCA": CrissCrossAttention,
 }
 
-__all__ = ["ZOO", "PUBLISHED_NAMES", "TASK_SUFFIXES", "ZooEntry", "register", *sorted({o.__name__ for o in PUBLISHED_NAMES.values()})]
+__all__ = ["FAMILIES", "ZOO", "PUBLISHED_NAMES", "TASK_SUFFIXES", "ZooEntry", "register", *sorted({o.__name__ for o in PUBLISHED_NAMES.values()})]

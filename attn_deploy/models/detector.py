@@ -1,5 +1,6 @@
-"""Seeded YOLOv8 detectors built from the shipped zoo YAMLs (the test fixtures, the demo model, the study's
-detectors), the plain YOLOv8 they are compared with, and each zoo module alone as its YAML configures it."""
+"""Seeded YOLOv8, YOLO11 and YOLO26 detectors built from the shipped zoo YAMLs (the test fixtures, the demo model,
+the study's detectors), the plain detectors of ultralytics' own YAMLs they are compared with, and each zoo module
+alone as its YAML configures it."""
 
 from collections.abc import Callable
 
@@ -7,9 +8,9 @@ import torch
 import yaml
 from torch import nn
 
-from . import ZOO, registry
+from . import FAMILIES, ZOO, registry
 
-P5_LAYER = 10  # where the zoo YAMLs put the attention module: after SPPF at P5
+P5_LAYER = FAMILIES["yolov8"]  # where the YOLOv8 zoo YAMLs put the attention module: after SPPF at P5
 
 
 def _zoo_modules(model: nn.Module) -> list[nn.Module]:
@@ -52,30 +53,33 @@ def _calibrate_norms(model: nn.Module, generator: torch.Generator, imgsz: int = 
     model.eval()
 
 
-NO_ATTENTION = "none"  # the plain YOLOv8 of ultralytics' own yolov8.yaml
+NO_ATTENTION = "none"  # the family's plain detector, from ultralytics' own YAML (YOLO11's and YOLO26's keep C2PSA)
 
 
-def _cfg(name: str) -> dict:
+def _cfg(name: str, family: str = "yolov8") -> dict:
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; the zoo ships {', '.join(FAMILIES)}")
     if name == NO_ATTENTION:
         from ultralytics.nn.tasks import yaml_model_load
 
-        return dict(yaml_model_load("yolov8n.yaml"))
-    return yaml.safe_load(ZOO[name].yaml.read_text())
+        return dict(yaml_model_load(f"{family}n.yaml"))
+    return yaml.safe_load(ZOO[name].task_yaml("detect", family).read_text())
 
 
-def _seeded(name: str, scale: str, nc: int, seed: int) -> nn.Module:
+def _seeded(name: str, scale: str, nc: int, seed: int, family: str = "yolov8") -> nn.Module:
     from ultralytics.nn.tasks import DetectionModel
 
     registry.register()
-    cfg = _cfg(name)
-    cfg.update(scale=scale, nc=nc, yaml_file=f"yolov8{scale}-{name}.yaml")
+    cfg = _cfg(name, family)
+    cfg.update(scale=scale, nc=nc, yaml_file=f"{family}{scale}-{name}.yaml")
     torch.manual_seed(seed)
     return DetectionModel(cfg, nc=nc, verbose=False)
 
 
-def build_detector(name: str, scale: str = "n", nc: int = 80, seed: int = 0) -> nn.Module:
-    """A YOLOv8 ``scale`` detector with zoo module ``name`` at P5 (or ``none``), seeded and with live attention."""
-    model = _seeded(name, scale, nc, seed)
+def build_detector(name: str, scale: str = "n", nc: int = 80, seed: int = 0, family: str = "yolov8") -> nn.Module:
+    """A ``family`` (yolov8, yolo11, yolo26) ``scale`` detector with zoo module ``name`` at P5 (or ``none``), seeded
+    and with live attention."""
+    model = _seeded(name, scale, nc, seed, family)
     generator = torch.Generator().manual_seed(seed)
     _wake_zero_parameters(_zoo_modules(model), generator)
     _calibrate_norms(model, generator)
