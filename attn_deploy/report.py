@@ -372,21 +372,30 @@ def _overhead(found) -> str:
     return f"({found.ms:+.2f} ms, {100 * found.share:+.1f} %)" if found else "(baseline)"
 
 
-def detectors_table(bench, overheads: list) -> Table:
-    """Each detector: size, median ms per backend with its overhead against no attention, attention time."""
+def detectors_table(bench, overheads: list, names: list[str]) -> Table:
+    """Each detector: size, median ms per backend with its overhead against no attention (where ``overheads`` has
+    them), attention time."""
     labels, backends, medians, profiles, first = _by_subject(bench)
-    names = [n for n in dict.fromkeys(r.model for r in bench.results) if n.startswith("yolov8")]
-    extra = {(f"yolov8{o.scale}-{o.module}", o.backend): o for o in overheads}
-    headers = ["detector", "params M", "GFLOPs", *(f"{v} ms (overhead)" for v in labels),
+    extra = {(f"{o.family}{o.scale}-{o.module}", o.backend): o for o in overheads}
+    headers = ["detector", "params M", "GFLOPs", *(f"{v} ms" + (" (overhead)" if overheads else "") for v in labels),
                *(f"attention ({b})" for b in backends)]
     rows = []
     for name in names:
         info = first[name].model_info
-        cells = [f"{medians[name, v]:.2f} " + _overhead(extra.get((name, v))) for v in labels]
+        cells = [f"{medians[name, v]:.2f}" + (" " + _overhead(extra.get((name, v))) if overheads else "")
+                 for v in labels]
         attention = [f"{profiles[name, b].attention_ms:.2f} ms, {100 * profiles[name, b].attention_share:.1f} %"
                      if (name, b) in profiles and profiles[name, b].attention_blocks else "-" for b in backends]
         rows.append([name, f"{info['params'] / 1e6:.3f}", _fmt(info["gflops"], ".2f"), *cells, *attention])
     return headers, rows
+
+
+def ratios_table(ratios: list) -> Table:
+    """Latency ratios from interleaved rounds: one row per comparison, a column per backend variant."""
+    labels = list(dict.fromkeys(r.variant for r in ratios))
+    cells = {(r.where, r.variant): f"{r.value:.2f}x [{r.low:.2f}, {r.high:.2f}]" for r in ratios}
+    return ["latency ratio", *labels], [[where, *(cells.get((where, v), "-") for v in labels)]
+                                        for where in dict.fromkeys(r.where for r in ratios)]
 
 
 def claims_table(claims: list) -> Table:
@@ -397,17 +406,27 @@ def write_study_report(directory: Path, study, plotted) -> Path:
     """The ``bench --zoo`` report: modules alone, inside the detectors, every timing, and the claims table last.
     ``plotted`` is the part of the bench report the plots show (a few dozen bars, not hundreds)."""
     bench = study.bench
-    alone = [n for n in dict.fromkeys(r.model for r in bench.results) if not n.startswith("yolov8")]
+    names = list(dict.fromkeys(r.model for r in bench.results))
+    inside = {f"{o.family}{o.scale}-{m}" for o in study.overheads for m in (o.module, "none")}
     head = {
         "What was measured": (
             "Every zoo module alone at the YOLOv8 feature maps of a 640x640 input (P3 80x80, P4 40x40, P5 20x20; "
-            "channels n: 64/128/256, s: 128/256/512), and inside YOLOv8n and YOLOv8s after SPPF at P5, against no "
-            "attention (`none`) and plain MHSA (`mhsa`). Batch 1. Detectors of one scale are timed interleaved, one "
-            "run of each per round, and the overhead is the median per-round ratio to `none`. "
+            "channels n: 64/128/256, s: 128/256/512), inside YOLOv8n and YOLOv8s after SPPF at P5 and inside YOLO11n "
+            "and YOLO26n after C2PSA at P5, against no attention (`none`: the family's own detector, YOLO11n and "
+            "YOLO26n with their C2PSA) and plain MHSA (`mhsa`). Batch 1. Detectors of one family and scale are timed "
+            "interleaved, one run of each per round, and the overhead is the median per-round ratio to `none`. "
+            "YOLO12n (area attention) and YOLO11n (C2PSA), each also without its attention (`yolo11n-no-c2psa`: "
+            "C2PSA an identity; `yolo12n-no-area-attention`: A2C2f with C3k blocks), are timed interleaved too. "
             f"Wall time of the study: {study.seconds / 60:.1f} min."),
-        "Modules alone": markdown_table(modules_table(bench, alone)),
-        "Inside YOLOv8 at P5": markdown_table(detectors_table(bench, study.overheads)),
+        "Modules alone": markdown_table(modules_table(bench, [n for n in names if not n.startswith("yolo")])),
+        "Inside the detectors at P5": markdown_table(detectors_table(bench, study.overheads,
+                                                                     [n for n in names if n in inside])),
     }
+    if study.contrast:
+        contrasted = [n for n in names if n.startswith("yolo") and n not in inside]
+        head["Area attention (YOLO12n) and C2PSA (YOLO11n)"] = (
+            markdown_table(detectors_table(bench, [], contrasted)) + "\n\n"
+            + markdown_table(ratios_table(study.contrast)))
     tail = {"Claims": markdown_table(claims_table(study.claims))}
 
     def write(tmp: Path) -> None:

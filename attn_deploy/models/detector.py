@@ -3,6 +3,7 @@ the study's detectors), the plain detectors of ultralytics' own YAMLs they are c
 alone as its YAML configures it."""
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import yaml
@@ -66,40 +67,49 @@ def _cfg(name: str, family: str = "yolov8") -> dict:
     return yaml.safe_load(ZOO[name].task_yaml("detect", family).read_text())
 
 
-def _seeded(name: str, scale: str, nc: int, seed: int, family: str = "yolov8") -> nn.Module:
+def _seeded(cfg: dict, scale: str, nc: int, seed: int, yaml_file: str) -> nn.Module:
     from ultralytics.nn.tasks import DetectionModel
 
     registry.register()
-    cfg = _cfg(name, family)
-    cfg.update(scale=scale, nc=nc, yaml_file=f"{family}{scale}-{name}.yaml")
     torch.manual_seed(seed)
-    return DetectionModel(cfg, nc=nc, verbose=False)
+    return DetectionModel({**cfg, "scale": scale, "nc": nc, "yaml_file": yaml_file}, nc=nc, verbose=False)
 
 
-def build_detector(name: str, scale: str = "n", nc: int = 80, seed: int = 0, family: str = "yolov8") -> nn.Module:
-    """A ``family`` (yolov8, yolo11, yolo26) ``scale`` detector with zoo module ``name`` at P5 (or ``none``), seeded
-    and with live attention."""
-    model = _seeded(name, scale, nc, seed, family)
+def _live(model: nn.Module, seed: int, imgsz: int = 640, attention: list[nn.Module] | None = None) -> nn.Module:
+    """``model`` with its ``attention`` modules (default: the zoo's) awake and its norms calibrated at ``imgsz``."""
     generator = torch.Generator().manual_seed(seed)
-    _wake_zero_parameters(_zoo_modules(model), generator)
-    _calibrate_norms(model, generator)
+    _wake_zero_parameters(_zoo_modules(model) if attention is None else attention, generator)
+    _calibrate_norms(model, generator, imgsz)
     return model
+
+
+def build_detector(name: str, scale: str = "n", nc: int = 80, seed: int = 0, family: str = "yolov8",
+                   imgsz: int = 640) -> nn.Module:
+    """A ``family`` (yolov8, yolo11, yolo26) ``scale`` detector with zoo module ``name`` at P5 (or ``none``), seeded
+    and with live attention, its norms calibrated at ``imgsz``."""
+    return _live(_seeded(_cfg(name, family), scale, nc, seed, f"{family}{scale}-{name}.yaml"), seed, imgsz)
+
+
+def build_from_yaml(path: str | Path, scale: str = "n", nc: int = 80, seed: int = 0, imgsz: int = 640) -> nn.Module:
+    """A seeded ``scale`` detector from any detection YAML (a file, or a name ultralytics ships such as
+    ``yolo12n.yaml``), zoo modules usable in it, its norms calibrated at ``imgsz`` as the zoo detectors' are."""
+    from ultralytics.nn.tasks import yaml_model_load
+
+    return _live(_seeded(dict(yaml_model_load(path)), scale, nc, seed, Path(path).name), seed, imgsz)
 
 
 def build_detector_with(make: Callable[[int], nn.Module], scale: str = "n", nc: int = 80, seed: int = 0,
                         imgsz: int = 640) -> nn.Module:
     """A YOLOv8 ``scale`` detector with ``make(channels)`` at P5 where the zoo puts attention: code of your own,
     seeded, with live attention, its norms calibrated at ``imgsz`` with the module in place."""
-    model = _seeded("simam", scale, nc, seed)  # SimAM keeps the channels and has no parameters: a placeholder
+    # SimAM keeps the channels and has no parameters: a placeholder
+    model = _seeded(_cfg("simam"), scale, nc, seed, f"yolov8{scale}-simam.yaml")
     placeholder = model.model[P5_LAYER]
     module = make(model.model[P5_LAYER - 1].cv2.conv.out_channels)
     module.i, module.f = placeholder.i, placeholder.f  # ultralytics' layer routing reads these
     module.type, module.np = type(module).__name__, sum(p.numel() for p in module.parameters())
     model.model[P5_LAYER] = module
-    generator = torch.Generator().manual_seed(seed)
-    _wake_zero_parameters([module], generator)
-    _calibrate_norms(model, generator, imgsz)
-    return model
+    return _live(model, seed, imgsz, [module])
 
 
 def build_module(name: str, channels: int, seed: int = 0) -> nn.Module:
