@@ -1,6 +1,8 @@
 """Every ultralytics head, end to end: seeded models from ultralytics' own YAMLs saved as best.pt, exported,
 checked per output and per instance, a broken export caught and localised; the specs' own rules on arrays."""
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -55,7 +57,9 @@ def test_each_head_exports_its_named_outputs_and_passes_per_output_and_per_insta
     model = onnx.load(str(path))
     assert [o.name for o in model.graph.output] == head.output_names
     meta = onnx_backend.read_metadata(path)
-    assert (meta["task"], meta["end2end"]) == (FORMS[form]["task"].replace("rtdetr", "detect"), head.end2end)
+    task = FORMS[form]["task"].replace("rtdetr", "detect")
+    assert (meta["task"], meta["end2end"]) == (task, head.end2end)
+    assert torch.load(loaded.source, weights_only=False)["train_args"]["task"] == task  # saved as ultralytics saves
     report = verify_export(path, loaded)  # the default threshold, 0.25, finds instances on trained-like weights
     assert report.passed, [(r.input, r.name, r.worst_field, r.max_abs) for r in report.results if not r.passed]
     assert {(r.name, r.holds) for r in report.results} == {(o.name, o.holds) for o in head.outputs}
@@ -111,7 +115,7 @@ def test_an_output_layout_no_head_produces_is_one_clear_error(exported):
         heads.of_model(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3)))
 
 
-def test_end2end_rows_that_swap_places_are_compared_as_the_same_instances(exported):
+def test_end2end_rows_are_compared_as_the_same_instances_and_not_at_the_cut(exported):
     loaded, path = exported("end2end-yolo26n")
     x = parity_inputs(SIZE)["bus.jpg"]
     ref = torch_backend.Runner(loaded.model).run([x])
@@ -123,3 +127,30 @@ def test_end2end_rows_that_swap_places_are_compared_as_the_same_instances(export
     moved = swapped.copy()
     moved[0, 0, :4] += 20  # a box that moved is no instance of the reference's: left where it is, and it differs
     assert not np.array_equal(head.align(ref, [moved], SIZE, Detections().match_iou)[0], ref[0])
+    cut = ref[0].copy()
+    cut[0, -1, :4] += 20  # the last row kept is another instance of the same score: the head's cut fell otherwise
+    (aligned,) = head.align(ref, [cut], SIZE, Detections().match_iou, slack=1e-3)
+    assert np.array_equal(aligned, ref[0])  # not compared
+    cut[0, -1, 4] += 0.01  # beyond the slack above the cut: compared, and it differs
+    assert not np.array_equal(head.align(ref, [cut], SIZE, Detections().match_iou, slack=1e-3)[0], ref[0])
+
+
+def test_cli_exports_the_end_to_end_form_and_verify_compares_the_reference_in_it(exported, tmp_path):
+    from typer.testing import CliRunner
+
+    from attn_deploy.cli import app
+
+    checkpoint = save_checkpoint(build("yolo26n.yaml", "detect"), tmp_path / "yolo26n.pt", imgsz=SIZE[0])
+    out = tmp_path / "yolo26n.onnx"
+    args = ["export", str(checkpoint), "--end2end", "--no-rewrite", "-o", str(out), "--json"]  # no rule applies
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert onnx_backend.read_metadata(out)["end2end"] is True
+    verified = CliRunner().invoke(app, ["verify", str(out), "--ref", str(checkpoint), "--json"])
+    assert verified.exit_code == 0, verified.output
+    (row,) = json.loads(verified.stdout)["parity"]
+    assert "no NMS" in row["matcher"] and all(d["ref_boxes"] > 0 for d in row["detections"])
+    loaded, _ = exported("detect-yolo12n")
+    refused = CliRunner().invoke(app, ["export", str(loaded.source), "--end2end", "-o", str(tmp_path / "x.onnx")])
+    assert refused.exit_code == 2 and "no one-to-one branch" in refused.stderr and "Traceback" not in refused.output
+    assert not (tmp_path / "x.onnx").exists()

@@ -112,9 +112,11 @@ class Head:
         return f"{self.task} head{' (end-to-end)' if self.end2end else ''} with {self.nc} classes"
 
     def select(self, outputs: list[np.ndarray], imgsz: tuple[int, int], conf: float, iou: float, max_det: int,
-               slack: float | None = None) -> list[Instances]:
-        """Per image, the instances a user gets at ``conf`` (NMS at ``iou``, or the head's own top-k). With
-        ``slack``, the loose selection: what lies within ``slack`` of the threshold, and twice ``max_det``."""
+               slack: float = 0.0, loose: bool = False) -> list[Instances]:
+        """Per image, the instances a user gets at ``conf`` (NMS at ``iou``, or the head's own top-k). ``loose``
+        widens the selection by ``slack``, the tolerance: what lies within it below the threshold, and twice
+        ``max_det``; where that cannot be seen (a head that cuts its own top-k), the strict selection leaves out
+        what lies within it above the cut instead."""
         raise NotImplementedError
 
     def similarity(self, a: Instances, b: Instances, slack: float = 0.0) -> np.ndarray:
@@ -122,10 +124,12 @@ class Head:
         ``slack`` of the threshold are not counted."""
         raise NotImplementedError
 
-    def align(self, refs: list[np.ndarray], outs: list[np.ndarray], imgsz: tuple[int, int],
-              match_iou: float) -> list[np.ndarray]:
+    def align(self, refs: list[np.ndarray], outs: list[np.ndarray], imgsz: tuple[int, int], match_iou: float,
+              slack: float = 0.0) -> list[np.ndarray]:
         """``outs`` in the reference's order, where the head's outputs are sets in score order (end-to-end rows):
-        two instances of near-equal score may swap places, which is no error. Other outputs are left as they are."""
+        two instances of near-equal score may swap places, which is no error, and an instance within ``slack`` of
+        the head's top-k cut may be cut on one side only: such a row is not compared (it takes the reference's
+        values). Other outputs are left as they are."""
         return outs
 
     def predictions(self, outputs: list[np.ndarray], imgsz: tuple[int, int]) -> list[Instances]:
