@@ -12,7 +12,7 @@ from attn_deploy.errors import AttnDeployError
 from attn_deploy.exporters import onnx as onnx_backend
 from attn_deploy.exporters import open_runner, openvino
 from attn_deploy.exporters import torch as torch_backend
-from attn_deploy.parity import TOLERANCES, Detections, parity_inputs, verify
+from attn_deploy.parity import TOLERANCES, Detections, compare_detections, compare_output, parity_inputs, verify
 from attn_deploy.verify import localise_export, verify_export
 
 from .task_models import TINY_RTDETR, build
@@ -115,24 +115,27 @@ def test_an_output_layout_no_head_produces_is_one_clear_error(exported):
         heads.of_model(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3)))
 
 
-def test_end2end_rows_are_compared_as_the_same_instances_and_not_at_the_cut(exported):
+def test_end2end_rows_are_compared_instance_by_instance_and_held_instances_judged_by_recall(exported):
     loaded, path = exported("end2end-yolo26n")
     x = parity_inputs(SIZE)["bus.jpg"]
     ref = torch_backend.Runner(loaded.model).run([x])
+    head, fp32, settings = heads.of_model(loaded.model), TOLERANCES["fp32"], Detections()
     swapped = ref[0].copy()
     swapped[0, [0, 1]] = swapped[0, [1, 0]]  # two rows in the other order: the same detections
-    head = heads.of_model(loaded.model)
-    (aligned,) = head.align(ref, [swapped], SIZE, Detections().match_iou)
+    (aligned,) = head.align(ref, [swapped], SIZE, settings.match_iou)
     assert np.array_equal(aligned, ref[0])
-    moved = swapped.copy()
-    moved[0, 0, :4] += 20  # a box that moved is no instance of the reference's: left where it is, and it differs
-    assert not np.array_equal(head.align(ref, [moved], SIZE, Detections().match_iou)[0], ref[0])
+    nudged = swapped.copy()
+    nudged[0, 0, :4] += 0.5  # the same instance, half a pixel off: compared, and it differs
+    assert not compare_output(ref[0], head.align(ref, [nudged], SIZE, settings.match_iou)[0], fp32)["passed"]
+    moved = ref[0].copy()
+    moved[0, :3, :4] += 30  # three other instances in their place: not compared row by row, but recall misses them
+    assert np.array_equal(head.align(ref, [moved], SIZE, settings.match_iou)[0], ref[0])
+    (found,) = compare_detections("bus.jpg", ref, [moved], head, fp32, settings, SIZE)
+    assert found.recall < 0.99 and not found.passed
     cut = ref[0].copy()
-    cut[0, -1, :4] += 20  # the last row kept is another instance of the same score: the head's cut fell otherwise
-    (aligned,) = head.align(ref, [cut], SIZE, Detections().match_iou, slack=1e-3)
-    assert np.array_equal(aligned, ref[0])  # not compared
-    cut[0, -1, 4] += 0.01  # beyond the slack above the cut: compared, and it differs
-    assert not np.array_equal(head.align(ref, [cut], SIZE, Detections().match_iou, slack=1e-3)[0], ref[0])
+    cut[0, -1, :4] += 30  # another instance at the head's top-k cut: the cut fell otherwise, no miss
+    (at_cut,) = compare_detections("bus.jpg", ref, [cut], head, fp32, settings, SIZE)
+    assert at_cut.passed
 
 
 def test_cli_exports_the_end_to_end_form_and_verify_compares_the_reference_in_it(exported, tmp_path):

@@ -124,12 +124,13 @@ class Head:
         ``slack`` of the threshold are not counted."""
         raise NotImplementedError
 
-    def align(self, refs: list[np.ndarray], outs: list[np.ndarray], imgsz: tuple[int, int], match_iou: float,
-              slack: float = 0.0) -> list[np.ndarray]:
-        """``outs`` in the reference's order, where the head's outputs are sets in score order (end-to-end rows):
-        two instances of near-equal score may swap places, which is no error, and an instance within ``slack`` of
-        the head's top-k cut may be cut on one side only: such a row is not compared (it takes the reference's
-        values). Other outputs are left as they are."""
+    def align(self, refs: list[np.ndarray], outs: list[np.ndarray], imgsz: tuple[int, int],
+              match_iou: float) -> list[np.ndarray]:
+        """``outs`` as the reference's rows, where the head's output is a set of instances in score order
+        (end-to-end rows, RT-DETR's queries): each reference row meets the export's row of the same instance,
+        wherever it stands (two instances of near-equal score swap places; a near-tie in a top-k selection lets
+        another instance in). A row the export does not hold takes the reference's values: which instances are
+        held is the detection-level check's to judge. Other outputs are left as they are."""
         return outs
 
     def predictions(self, outputs: list[np.ndarray], imgsz: tuple[int, int]) -> list[Instances]:

@@ -85,28 +85,17 @@ class Detect(Head):
         return [self.instances(self.rows(outputs[0][b:b + 1], cut, iou, max_det)[0], outputs, b, imgsz)
                 for b, cut in enumerate(cuts)]
 
-    def align(self, refs: list[np.ndarray], outs: list[np.ndarray], imgsz: tuple[int, int], match_iou: float,
-              slack: float = 0.0) -> list[np.ndarray]:
+    def align(self, refs: list[np.ndarray], outs: list[np.ndarray], imgsz: tuple[int, int],
+              match_iou: float) -> list[np.ndarray]:
         if not self.nms_free:
             return outs
         import torch
 
-        aligned = outs[0].copy()
-        for b, (ref, out) in enumerate(zip(refs[0], outs[0])):
+        aligned = refs[0].copy()  # a row the export does not hold is not compared: recall judges it
+        for b in range(len(refs[0])):
             every = [self.instances(torch.from_numpy(x[0][b].astype(np.float32)), x, b, imgsz) for x in (refs, outs)]
-            order = dict(pairs(self.similarity(*every), match_iou))
-            rest = [j for j in range(len(out)) if j not in set(order.values())]
-            for i in range(len(ref)):
-                if i in order:
-                    aligned[b, i] = out[order[i]]
-                    continue
-                near = ref[i, 4] <= ref[:, 4].min() + slack
-                j = next((j for j in rest if out[j, 4] <= out[:, 4].min() + slack), None) if near else None
-                if j is None:
-                    aligned[b, i] = out[rest.pop(0)]
-                else:  # at the top-k cut on both sides, cut on the other side: not compared
-                    rest.remove(j)
-                    aligned[b, i] = ref[i]
+            for i, j in pairs(self.similarity(*every), match_iou):
+                aligned[b, i] = outs[0][b, j]
         return [aligned, *outs[1:]]
 
     def predictions(self, outputs: list[np.ndarray], imgsz: tuple[int, int]) -> list[Instances]:
