@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from . import heads  # noqa: E402
 from .accuracy import MAP_TOLERANCES, Accuracy, AccuracyCheck, evaluate  # noqa: E402
 from .bench import BenchReport, BenchResult, Budget, bench, bench_models  # noqa: E402
 from .loading import LoadedModel, load, save_checkpoint  # noqa: E402
@@ -21,6 +22,6 @@ __all__ = [
     "Accuracy", "AccuracyCheck", "MAP_TOLERANCES", "Split", "evaluate", "load_split",
     "AttnDeployError", "BenchReport", "BenchResult", "Budget", "bench_models",
     "LintReport", "LoadedModel", "OnnxOptions", "ParityReport", "RewriteReport",
-    "Rewritten", "TOLERANCES", "Tolerance", "ZOO", "bench", "build_detector", "export_onnx", "lint", "load",
+    "Rewritten", "TOLERANCES", "Tolerance", "ZOO", "bench", "build_detector", "export_onnx", "heads", "lint", "load",
     "localise_export", "open_runner", "register", "rewrite", "save_checkpoint", "verify", "verify_export",
 ]

@@ -91,7 +91,8 @@ CheckpointArg = Annotated[Path, typer.Argument(help="best.pt: an ultralytics che
 TolOpt = Annotated[list[str] | None, typer.Option(
     "--tol", help="Per-precision tolerance PRECISION=ATOL,RTOL, e.g. fp16=0.02,0.02 (repeatable).")]
 DetConfOpt = Annotated[float, typer.Option("--det-conf", min=0, max=1, help="Confidence threshold of the "
-                                           "detection-level parity (NMS on the real images).")]
+                                           "detection-level parity (instances on the real images, as the head "
+                                           "selects them: NMS, top-k rows, top-5 classes).")]
 OvDeviceOpt = Annotated[str, typer.Option("--ov-device", help="OpenVINO device: CPU, GPU, NPU, AUTO.")]
 JunitOpt = Annotated[Path | None, typer.Option("--junit", help="Also write the results as a JUnit XML report.")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="Intra-op threads (default: runtime's).")]

@@ -11,7 +11,8 @@
    also in their end-to-end form (--end2end); rtdetr-l at 640, where its decoder's border anchors are
    invalid (the ±inf the finite-inf-state rule makes finite), the others at 128.
 
-Writes reports/tasks/report.md and report.json. Usage: python scripts/task_report.py [fixtures|families]
+Writes reports/tasks/report.md and report.json. Usage: python scripts/task_report.py [fixtures] [families
+[MODEL...]] (named families are run again, the others kept from report.json).
 """
 
 import json
@@ -94,7 +95,7 @@ def family_row(name: str, yaml: str, task: str, end2end: bool, imgsz: int, tmp: 
     onnx_row = result["parity"][0]
     worst = {}
     for r in onnx_row["results"]:
-        worst[r["name"]] = max(worst.get(r["name"], (0.0, ""))[0], r["max_abs"]), r["worst_field"]
+        worst[r["name"]] = max(worst.get(r["name"], (0.0, "")), (r["max_abs"], r["worst_field"]))
     detections = [d for p in result["parity"] if p["gating"] for d in p["detections"]]
     return {**row, "passed": result["passed"], "worst_per_output": worst, "matcher": onnx_row["matcher"],
             "instances": min(d["ref_boxes"] for d in detections),
@@ -137,7 +138,10 @@ def main(parts: list[str]) -> None:
             trained = {k: v for k, v in FIXTURES.items() if k in fixtures.record()}
             summary["fixtures"] = [fixture_row(name, task, Path(tmp)) for name, task in trained.items()]
         if "families" in parts:
-            summary["families"] = [family_row(*spec, Path(tmp)) for spec in FAMILIES]
+            named = [p for p in parts if p not in ("fixtures", "families")]  # rerun only these, keep the others
+            kept = {r["model"]: r for r in summary["families"]}
+            summary["families"] = [family_row(*spec, Path(tmp)) if not named or spec[0] in named else kept[spec[0]]
+                                   for spec in FAMILIES]
     write_json(OUT / "report.json", summary)
     sections = {"What was run": __doc__.split("\n\n")[1], "Machine": machine_lines(summary["machine"])}
     if summary["fixtures"]:

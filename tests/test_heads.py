@@ -1,6 +1,8 @@
 """Every ultralytics head, end to end: seeded models from ultralytics' own YAMLs saved as best.pt, exported,
 checked per output and per instance, a broken export caught and localised; the specs' own rules on arrays."""
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -10,7 +12,7 @@ from attn_deploy.errors import AttnDeployError
 from attn_deploy.exporters import onnx as onnx_backend
 from attn_deploy.exporters import open_runner, openvino
 from attn_deploy.exporters import torch as torch_backend
-from attn_deploy.parity import TOLERANCES, Detections, parity_inputs, verify
+from attn_deploy.parity import TOLERANCES, Detections, compare_detections, compare_output, parity_inputs, verify
 from attn_deploy.verify import localise_export, verify_export
 
 from .task_models import TINY_RTDETR, build
@@ -55,7 +57,9 @@ def test_each_head_exports_its_named_outputs_and_passes_per_output_and_per_insta
     model = onnx.load(str(path))
     assert [o.name for o in model.graph.output] == head.output_names
     meta = onnx_backend.read_metadata(path)
-    assert (meta["task"], meta["end2end"]) == (FORMS[form]["task"].replace("rtdetr", "detect"), head.end2end)
+    task = FORMS[form]["task"].replace("rtdetr", "detect")
+    assert (meta["task"], meta["end2end"]) == (task, head.end2end)
+    assert torch.load(loaded.source, weights_only=False)["train_args"]["task"] == task  # saved as ultralytics saves
     report = verify_export(path, loaded)  # the default threshold, 0.25, finds instances on trained-like weights
     assert report.passed, [(r.input, r.name, r.worst_field, r.max_abs) for r in report.results if not r.passed]
     assert {(r.name, r.holds) for r in report.results} == {(o.name, o.holds) for o in head.outputs}
@@ -111,15 +115,45 @@ def test_an_output_layout_no_head_produces_is_one_clear_error(exported):
         heads.of_model(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3)))
 
 
-def test_end2end_rows_that_swap_places_are_compared_as_the_same_instances(exported):
+def test_end2end_rows_are_compared_instance_by_instance_and_held_instances_judged_by_recall(exported):
     loaded, path = exported("end2end-yolo26n")
     x = parity_inputs(SIZE)["bus.jpg"]
     ref = torch_backend.Runner(loaded.model).run([x])
+    head, fp32, settings = heads.of_model(loaded.model), TOLERANCES["fp32"], Detections()
     swapped = ref[0].copy()
     swapped[0, [0, 1]] = swapped[0, [1, 0]]  # two rows in the other order: the same detections
-    head = heads.of_model(loaded.model)
-    (aligned,) = head.align(ref, [swapped], SIZE, Detections().match_iou)
+    (aligned,) = head.align(ref, [swapped], SIZE, settings.match_iou)
     assert np.array_equal(aligned, ref[0])
-    moved = swapped.copy()
-    moved[0, 0, :4] += 20  # a box that moved is no instance of the reference's: left where it is, and it differs
-    assert not np.array_equal(head.align(ref, [moved], SIZE, Detections().match_iou)[0], ref[0])
+    nudged = swapped.copy()
+    nudged[0, 0, :4] += 0.5  # the same instance, half a pixel off: compared, and it differs
+    assert not compare_output(ref[0], head.align(ref, [nudged], SIZE, settings.match_iou)[0], fp32)["passed"]
+    moved = ref[0].copy()
+    moved[0, :3, :4] += 30  # three other instances in their place: not compared row by row, but recall misses them
+    assert np.array_equal(head.align(ref, [moved], SIZE, settings.match_iou)[0], ref[0])
+    (found,) = compare_detections("bus.jpg", ref, [moved], head, fp32, settings, SIZE)
+    assert found.recall < 0.99 and not found.passed
+    cut = ref[0].copy()
+    cut[0, -1, :4] += 30  # another instance at the head's top-k cut: the cut fell otherwise, no miss
+    (at_cut,) = compare_detections("bus.jpg", ref, [cut], head, fp32, settings, SIZE)
+    assert at_cut.passed
+
+
+def test_cli_exports_the_end_to_end_form_and_verify_compares_the_reference_in_it(exported, tmp_path):
+    from typer.testing import CliRunner
+
+    from attn_deploy.cli import app
+
+    checkpoint = save_checkpoint(build("yolo26n.yaml", "detect"), tmp_path / "yolo26n.pt", imgsz=SIZE[0])
+    out = tmp_path / "yolo26n.onnx"
+    args = ["export", str(checkpoint), "--end2end", "--no-rewrite", "-o", str(out), "--json"]  # no rule applies
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert onnx_backend.read_metadata(out)["end2end"] is True
+    verified = CliRunner().invoke(app, ["verify", str(out), "--ref", str(checkpoint), "--json"])
+    assert verified.exit_code == 0, verified.output
+    (row,) = json.loads(verified.stdout)["parity"]
+    assert "no NMS" in row["matcher"] and all(d["ref_boxes"] > 0 for d in row["detections"])
+    loaded, _ = exported("detect-yolo12n")
+    refused = CliRunner().invoke(app, ["export", str(loaded.source), "--end2end", "-o", str(tmp_path / "x.onnx")])
+    assert refused.exit_code == 2 and "no one-to-one branch" in refused.stderr and "Traceback" not in refused.output
+    assert not (tmp_path / "x.onnx").exists()

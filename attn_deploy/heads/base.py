@@ -112,9 +112,11 @@ class Head:
         return f"{self.task} head{' (end-to-end)' if self.end2end else ''} with {self.nc} classes"
 
     def select(self, outputs: list[np.ndarray], imgsz: tuple[int, int], conf: float, iou: float, max_det: int,
-               slack: float | None = None) -> list[Instances]:
-        """Per image, the instances a user gets at ``conf`` (NMS at ``iou``, or the head's own top-k). With
-        ``slack``, the loose selection: what lies within ``slack`` of the threshold, and twice ``max_det``."""
+               slack: float = 0.0, loose: bool = False) -> list[Instances]:
+        """Per image, the instances a user gets at ``conf`` (NMS at ``iou``, or the head's own top-k). ``loose``
+        widens the selection by ``slack``, the tolerance: what lies within it below the threshold, and twice
+        ``max_det``; where that cannot be seen (a head that cuts its own top-k), the strict selection leaves out
+        what lies within it above the cut instead."""
         raise NotImplementedError
 
     def similarity(self, a: Instances, b: Instances, slack: float = 0.0) -> np.ndarray:
@@ -124,8 +126,11 @@ class Head:
 
     def align(self, refs: list[np.ndarray], outs: list[np.ndarray], imgsz: tuple[int, int],
               match_iou: float) -> list[np.ndarray]:
-        """``outs`` in the reference's order, where the head's outputs are sets in score order (end-to-end rows):
-        two instances of near-equal score may swap places, which is no error. Other outputs are left as they are."""
+        """``outs`` as the reference's rows, where the head's output is a set of instances in score order
+        (end-to-end rows, RT-DETR's queries): each reference row meets the export's row of the same instance,
+        wherever it stands (two instances of near-equal score swap places; a near-tie in a top-k selection lets
+        another instance in). A row the export does not hold takes the reference's values: which instances are
+        held is the detection-level check's to judge. Other outputs are left as they are."""
         return outs
 
     def predictions(self, outputs: list[np.ndarray], imgsz: tuple[int, int]) -> list[Instances]:

@@ -26,13 +26,13 @@ class Classify(Head):
         return (Output("output0", (None, self.nc), 1, (Field("class probabilities", slice(0, self.nc), UNIT),)),)
 
     def select(self, outputs: list[np.ndarray], imgsz: tuple[int, int], conf: float, iou: float, max_det: int,
-               slack: float | None = None) -> list[Instances]:
+               slack: float = 0.0, loose: bool = False) -> list[Instances]:
         import torch
 
         found = []
         for probs in torch.from_numpy(outputs[0].astype(np.float32)):
             top = probs.topk(min(TOP_K, self.nc))
-            classes = top.indices if slack is None else (probs >= top.values[-1] - slack).nonzero()[:, 0]
+            classes = (probs >= top.values[-1] - slack).nonzero()[:, 0] if loose else top.indices
             found.append(Instances(None, probs[classes], classes.float()))
         return found
 

@@ -74,11 +74,16 @@ class Detect(Head):
         return Instances(rows[:, :4], rows[:, 4], rows[:, 5])
 
     def select(self, outputs: list[np.ndarray], imgsz: tuple[int, int], conf: float, iou: float, max_det: int,
-               slack: float | None = None) -> list[Instances]:
-        if slack is not None:
+               slack: float = 0.0, loose: bool = False) -> list[Instances]:
+        if loose:
             conf, max_det = max(conf - slack, 0.0), 2 * max_det
-        rows = self.rows(outputs[0], conf, iou, max_det)
-        return [self.instances(r, outputs, b, imgsz) for b, r in enumerate(rows)]
+        if loose or not self.nms_free:
+            rows = self.rows(outputs[0], conf, iou, max_det)
+            return [self.instances(r, outputs, b, imgsz) for b, r in enumerate(rows)]
+        # the head's own top-k: a row within slack of its lowest kept score may be cut on the other side
+        cuts = [max(conf, float(scores.min()) + slack) for scores in outputs[0][..., 4]]
+        return [self.instances(self.rows(outputs[0][b:b + 1], cut, iou, max_det)[0], outputs, b, imgsz)
+                for b, cut in enumerate(cuts)]
 
     def align(self, refs: list[np.ndarray], outs: list[np.ndarray], imgsz: tuple[int, int],
               match_iou: float) -> list[np.ndarray]:
@@ -86,12 +91,11 @@ class Detect(Head):
             return outs
         import torch
 
-        aligned = outs[0].copy()
+        aligned = refs[0].copy()  # a row the export does not hold is not compared: recall judges it
         for b in range(len(refs[0])):
             every = [self.instances(torch.from_numpy(x[0][b].astype(np.float32)), x, b, imgsz) for x in (refs, outs)]
-            order = dict(pairs(self.similarity(*every), match_iou))
-            rest = [j for j in range(len(outs[0][b])) if j not in set(order.values())]
-            aligned[b] = outs[0][b][[order[i] if i in order else rest.pop(0) for i in range(len(outs[0][b]))]]
+            for i, j in pairs(self.similarity(*every), match_iou):
+                aligned[b, i] = outs[0][b, j]
         return [aligned, *outs[1:]]
 
     def predictions(self, outputs: list[np.ndarray], imgsz: tuple[int, int]) -> list[Instances]:
