@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from ultralytics.utils import ASSETS
 
+from attn_deploy import fixtures
 from attn_deploy.bench.harness import peak_rss_mb, reset_peak_rss
 from attn_deploy.data import Batches
 from attn_deploy.errors import AttnDeployError
@@ -32,16 +33,16 @@ def test_batches_are_read_when_asked_and_the_last_is_filled_with_the_first_image
         batches[2]
 
 
-def test_qdq_calibration_peak_memory_does_not_grow_with_the_images(fork_checkpoints, tmp_path):
+def test_qdq_calibration_peak_memory_does_not_grow_with_the_images(tmp_path):
     if not reset_peak_rss():
         pytest.skip("this kernel does not let a process reset its peak resident memory")
-    source = export(load(fork_checkpoints["simam"]), tmp_path / "simam.onnx", OnnxOptions(imgsz=(192, 192))).path
+    source = export(load(fixtures.checkpoint("simam")), tmp_path / "simam.onnx", OnnxOptions(imgsz=(192, 192))).path
     peaks = {}
-    for count in (2, 14):  # every image adds ~16 MB of activations at 192 (YOLOv8n): ~190 MB more if they were kept
+    for count in (2, 26):  # each image holds ~16 MB of activations at 192 (YOLOv8n): ~390 MB more if they were kept
         calibration = Batches(tuple(IMAGES * (count // 2)), (192, 192))
         reset_peak_rss()
         before = peak_rss_mb()
         result = qdq.export(source, tmp_path / f"simam-{count}.int8.onnx", calibration, [])
         peaks[count] = peak_rss_mb() - before
         assert f"{count} calibration batches" in result.notes[0]
-    assert peaks[14] - peaks[2] < 64, peaks
+    assert peaks[26] - peaks[2] < 120, peaks  # the allocator's own noise here: up to ~55 MB either way

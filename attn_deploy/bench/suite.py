@@ -30,7 +30,7 @@ Step = Callable[[str], contextlib.AbstractContextManager]
 @dataclass(frozen=True)
 class Variant:
     """One way to run a model: a backend, its mode (torch: eager or CUDA graph; OpenVINO: its performance hint)
-    and the precision it computes in."""
+    and the precision it computes in (OpenVINO: "fp32" sets the f32 hint, "default" keeps the device's own)."""
 
     backend: str
     mode: str = ""
@@ -190,8 +190,8 @@ def open_variant(subject: Subject, variant: Variant, batch: int, plan: Plan, pro
     if variant.backend == "onnxruntime":
         return onnx.Runner(path, plan.threads, profiling, spinning)
     if variant.backend == "openvino":
-        return openvino.Runner(path, threads=plan.threads, mode=variant.mode or "latency", batch=batch,
-                               profiling=profiling)
+        return openvino.Runner(path, precision=None if variant.precision == "default" else "fp32",
+                               threads=plan.threads, mode=variant.mode or "latency", batch=batch, profiling=profiling)
     return tensorrt.Runner(path)
 
 

@@ -293,6 +293,31 @@ def export(loaded: LoadedModel, output: Path, options: OnnxOptions) -> ExportRes
     return result
 
 
+def export_with_ultralytics(loaded: LoadedModel, output: Path, imgsz: tuple[int, int],
+                            force: bool = False) -> ExportResult:
+    """ultralytics' own default ONNX export of ``loaded`` (its exporter, opset and simplifier, no rewrite): what
+    users get from ``yolo export format=onnx``, the baseline to beat. The model comes from the safe loader, never
+    from ultralytics' own unpickling of the file. Written atomically."""
+    import shutil
+
+    import ultralytics
+    from ultralytics.engine.exporter import Exporter
+
+    output = Path(output)
+    check_writable(output, force)
+    model = copy.deepcopy(loaded.model)
+    model.task, model.names = loaded.task, loaded.names
+    with tempfile.TemporaryDirectory() as tmp:
+        model.pt_path = str(Path(tmp) / f"{output.stem}.pt")  # the exporter writes beside the model's source
+        try:
+            with _native_output_silenced():  # its log and onnxslim's go to stdout, which belongs to --json
+                written = Exporter(overrides={"format": "onnx", "imgsz": list(imgsz), "batch": 1})(model=model)
+        except Exception as e:
+            raise AttnDeployError(f"ultralytics' ONNX export of {loaded.source} failed: {_failed_op(e)}") from e
+        write_atomic(output, lambda path: shutil.copyfile(written, path))
+    return ExportResult(output, "onnx", [f"ultralytics {ultralytics.__version__} default ONNX export"])
+
+
 class Runner:
     """Runs an ONNX file in onnxruntime on CPU.
 
@@ -312,6 +337,9 @@ class Runner:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.spinning = spinning
         self.profile_dir = tempfile.TemporaryDirectory() if profiling else None
         if profiling:
             options.enable_profiling = True
@@ -337,9 +365,6 @@ class Runner:
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
-        if not spinning:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.spinning = spinning
         fixed = [d for d in self.input.shape]
         if len(fixed) != x.ndim or any(isinstance(d, int) and d != s for d, s in zip(fixed, x.shape)):
             raise AttnDeployError(f"input of shape {tuple(x.shape)} does not fit the model's input {fixed}")

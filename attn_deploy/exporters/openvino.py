@@ -143,7 +143,7 @@ class Runner:
             self.model.reshape([batch, *self.model.input().get_partial_shape()[1:]])
         self.mode = mode
         try:
-            self.compiled = core.compile_model(self.model, device, _config(precision, threads, mode, profiling))
+            self.compiled = core.compile_model(self.model, device, compile_config(precision, threads, mode, profiling))
         except Exception as e:
             raise AttnDeployError(f"OpenVINO cannot compile {self.xml} for {device}: {str(e).splitlines()[0]}") from e
         self.device = device
@@ -163,6 +163,18 @@ class Runner:
     @property
     def input_shape(self) -> list:
         return [d.get_length() if d.is_static else "batch" for d in self.model.input().get_partial_shape()]
+
+    def runtime_settings(self) -> dict:
+        """What the plugin chose under the hint: streams, requests in flight, threads, inference precision."""
+        names = {"streams": "NUM_STREAMS", "requests": "OPTIMAL_NUMBER_OF_INFER_REQUESTS",
+                 "threads": "INFERENCE_NUM_THREADS"}
+        found = {}
+        for key, name in names.items():
+            try:
+                found[key] = int(self.compiled.get_property(name))
+            except (RuntimeError, TypeError, ValueError):  # a device that does not report it
+                continue
+        return {**found, "inference_precision": self.inference_precision}
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -237,7 +249,7 @@ class Runner:
         self.request = self.compiled = self.model = None
 
 
-def _config(precision: str | None, threads: int | None, mode: str, profiling: bool) -> dict:
+def compile_config(precision: str | None, threads: int | None, mode: str, profiling: bool = False) -> dict:
     """Compile options: the f32 hint for "fp32", the performance hint of ``mode``, threads, per-layer counters."""
     config = {"PERFORMANCE_HINT": mode.upper(), "PERF_COUNT": profiling}
     if precision == "fp32":
