@@ -32,7 +32,8 @@ from .harness import Budget, LatencyStats, ratio_of_medians
 from .job import Context, Job, JobResult, Settings, run_job
 
 MAP_BUDGET = 0.005  # the largest mAP50-95 drop a recommendation may cost, whatever its precision
-ALWAYS = 2  # the baseline and the onnxruntime fp32 export run whatever the budget: the speed-ups refer to them
+# The two references run whatever the budget: the speed-ups and the reason line refer to them.
+BASELINE, REFERENCE = "ultralytics onnx (baseline)", "onnxruntime fp32"
 STABLE = {"onnxruntime": ".tuned.onnx", "openvino": ".tuned_openvino_model", "tensorrt": ".tuned.engine",
           "torch": ".tuned.pt"}  # the recommended artefact's name beside the checkpoint, by backend
 DISPLAY = {"onnxruntime": "onnxruntime", "openvino": "OpenVINO", "tensorrt": "TensorRT", "torch": "PyTorch"}
@@ -138,10 +139,6 @@ class Tune:
     build_s: float = 0.0
     search_s: float = 0.0
 
-    @property
-    def baseline(self) -> Candidate:
-        return next(c for c in self.candidates if c.baseline)
-
 
 def stable_paths(checkpoint: Path) -> dict[str, Path]:
     """Where each backend's recommended artefact goes: beside the checkpoint, under a name that ultralytics reads."""
@@ -191,11 +188,14 @@ def build(loaded, request: Request, workdir: Path, step: Step) -> tuple[dict[str
     paths = {"onnx": plan.output, "onnx-fp16": plan.fp16_onnx, "openvino": openvino.model_dir(plan.output)}
     if int8:
         paths.update({"onnx-int8": plan.int8_onnx, "openvino-int8": openvino.int8_dir(plan.output)})
-    with step("Exporting the baseline with ultralytics' own ONNX exporter"):
-        paths["ultralytics"] = onnx.export_with_ultralytics(loaded, workdir / "ultralytics" / f"{stem}.onnx",
-                                                            request.imgsz, force=True).path
     notes = [f"lint for {r.target}: " + "; ".join(f"{f.check}: {f.detail}" for f in r.findings)
              for r in built.lint if not r.passed]
+    try:
+        with step("Exporting the baseline with ultralytics' own ONNX exporter"):
+            paths["ultralytics"] = onnx.export_with_ultralytics(loaded, workdir / "ultralytics" / f"{stem}.onnx",
+                                                                request.imgsz, force=True).path
+    except AttnDeployError as e:  # what users start from fails: the candidates still stand against each other
+        notes.append(f"no baseline: {e}")
     if tensorrt.missing() is None:
         calibration = pipeline.calibration_paths(plan)
         for precision in ("fp32", "fp16", "int8")[:3 if int8 else 2]:
@@ -214,7 +214,7 @@ CPU_LATENCY = [
     ("openvino fp32 latency", "openvino", "openvino", "latency", "fp32"),
     ("onnxruntime int8", "onnxruntime", "onnx-int8", "", "fp32"),
     ("onnxruntime fp16", "onnxruntime", "onnx-fp16", "", "fp32"),
-    ("onnxruntime fp32", "onnxruntime", "onnx", "", "fp32"),
+    (REFERENCE, "onnxruntime", "onnx", "", "fp32"),
 ]
 CPU_ONCE = [
     ("torch eager", "torch", "checkpoint", "eager", "fp32"),
@@ -241,7 +241,7 @@ def _specs(threads: list[int], cuda: bool) -> list[tuple[str, str, str, Settings
     for i, t in enumerate(threads):
         suffix = f" {t} threads" if len(threads) > 1 else ""
         specs += [(name + suffix, backend, kind, Settings(t, mode, precision))
-                  for name, backend, kind, mode, precision in CPU_LATENCY if i or name != "onnxruntime fp32"]
+                  for name, backend, kind, mode, precision in CPU_LATENCY if i or name != REFERENCE]
     return specs + [(name, backend, kind, Settings(threads[0], mode, precision))
                     for name, backend, kind, mode, precision in CPU_ONCE]
 
@@ -268,8 +268,8 @@ def plan_jobs(checkpoint: Path, paths: dict[str, Path], semantics: str, request:
                    request.timing, request.loading, semantics, request.tolerances,
                    str(request.data) if request.data else None, request.map_tolerances, request.map_budget)
 
-    jobs = [job("ultralytics onnx (baseline)", "onnxruntime", "ultralytics", Settings(threads[0])),
-            job("onnxruntime fp32", "onnxruntime", "onnx", Settings(threads[0]))]
+    jobs = [job(BASELINE, "onnxruntime", "ultralytics", Settings(threads[0]))] if "ultralytics" in paths else []
+    jobs.append(job(REFERENCE, "onnxruntime", "onnx", Settings(threads[0])))
     skipped = []
     for name, backend, kind, settings in _specs(threads, cuda):
         reason = _skip_reason(kind, settings, paths, bf16)
@@ -282,19 +282,19 @@ def plan_jobs(checkpoint: Path, paths: dict[str, Path], semantics: str, request:
 
 def search(jobs: list[Job], budget_s: float | None, context: Context | None = None,
            progress: Progress | None = None) -> list[Candidate]:
-    """Run ``jobs`` one at a time; past ``budget_s`` seconds only the first ``ALWAYS`` still run. The first job is
-    the baseline."""
+    """Run ``jobs`` one at a time; once ``budget_s`` seconds are spent only the baseline and the reference (the
+    onnxruntime fp32 export) still start."""
     context = context or Context()
     started, found = time.perf_counter(), []
     for i, job in enumerate(jobs):
         spent = time.perf_counter() - started
-        if i >= ALWAYS and budget_s is not None and spent >= budget_s:
+        if job.name not in (BASELINE, REFERENCE) and budget_s is not None and spent >= budget_s:
             found.append(Candidate.of(job, skipped=f"not reached: --budget-s {budget_s:g} was spent after "
                                                    f"{spent:.0f} s"))
             continue
         if progress:
             progress(f"{job.name}: parity, mAP, timing", i, len(jobs))
-        found.append(Candidate.of(job, run_job(job, context), baseline=i == 0))
+        found.append(Candidate.of(job, run_job(job, context), baseline=job.name == BASELINE))
     if progress:
         progress("done", len(jobs), len(jobs))
     return found
@@ -329,7 +329,7 @@ def _speedups(candidates: list[Candidate]) -> None:
 
 def reason(best: Candidate, candidates: list[Candidate]) -> str:
     """``OpenVINO INT8+BF16 (latency hint, 2 threads), 2.9x the onnxruntime fp32 export at -0.002 mAP50-95; ...``."""
-    reference = next((c for c in candidates if c.name == "onnxruntime fp32" and c.latency), None)
+    reference = next((c for c in candidates if c.name == REFERENCE and c.latency), None)
     accuracy = ("at an unscored mAP (no --data)" if best.map50_95_drop is None
                 else f"at {-best.map50_95_drop:+.3f} mAP50-95")
     text = best.label + (f", {reference.latency_ms / best.latency_ms:.1f}x the onnxruntime fp32 export"
