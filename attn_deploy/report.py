@@ -398,11 +398,11 @@ def write_study_report(directory: Path, study, plotted) -> Path:
 
 def _settings_text(candidate) -> str:
     """``latency, 2 threads, 1 stream``: how the runtime ran the candidate, as set and as the plugin chose."""
-    runtime = candidate.runtime
-    parts = [candidate.settings.mode, f"{candidate.settings.threads} threads" if candidate.settings.threads else "",
-             f"{runtime['streams']} streams" if "streams" in runtime else "",
-             f"{runtime['requests']} requests" if candidate.settings.mode == "throughput" and "requests" in runtime
-             else "", candidate.settings.device if candidate.settings.device != "cpu" else ""]
+    runtime, settings = candidate.runtime, candidate.settings
+    counts = {"threads": settings.threads, "streams": runtime.get("streams"),
+              "requests": runtime.get("requests") if settings.mode == "throughput" else None}
+    parts = [settings.mode, *(f"{n} {what.removesuffix('s') if n == 1 else what}" for what, n in counts.items() if n),
+             settings.device if settings.device != "cpu" else ""]
     return ", ".join(p for p in parts if p) or "-"
 
 
