@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data import Split, batches
+from .data import Batches, Split
 from .errors import AttnDeployError
 from .heads import Head, Labels
 from .heads.base import IOU_THRESHOLDS
@@ -95,9 +95,10 @@ def letterboxed(split: Split, index: int, imgsz: tuple[int, int]) -> Labels:
 
 
 def _batches(split: Split, batch: int, imgsz: tuple[int, int]):
-    for start in range(0, len(split.images), batch):
-        paths = split.images[start:start + batch]
-        yield start, len(paths), batches(paths, imgsz, batch)[0]
+    """(first image's index, images in the batch, the batch), read one batch at a time."""
+    for index, x in enumerate(Batches(tuple(split.images), imgsz, batch)):
+        start = index * batch
+        yield start, min(batch, len(split.images) - start), x
 
 
 def scored(head: Head, split: Split) -> Head:

@@ -529,7 +529,8 @@ def bench(
     device: Annotated[Device, typer.Option(help="Where to run.")] = Device.cpu,
     backend: Annotated[list[BenchBackend] | None, typer.Option(
         help="Backends (repeatable; default: every one available for --device).")] = None,
-    batch: Annotated[str, typer.Option(help="Batches, comma-separated.")] = "1,8,32",
+    batch: Annotated[str | None, typer.Option(help="Batches, comma-separated (default: a static export's own batch; "
+                                              "1,8,32 for a checkpoint or a dynamic export).")] = None,
     imgsz: ImgszOpt = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="Threads every runtime gets (default: "
                                                 "all logical cores, the same for every backend).")] = None,
@@ -568,7 +569,8 @@ def bench(
     given = {k: v for k, v in {"warmup_s": warmup_s, "iters": iters, "duration_s": duration_s}.items() if v is not None}
     budget = dataclasses.replace(BUDGET if zoo else Budget(), **given)
     variants, notes = suite.choose_variants(device.value, [b.value for b in backend] if backend else None)
-    plan = suite.Plan(device.value, variants, parse_batches(batch), threads or os.cpu_count(), budget, profile)
+    plan = suite.Plan(device.value, variants, parse_batches(batch) if batch else None, threads or os.cpu_count(),
+                      budget, profile)
     if zoo:
         return run_study(plan, notes, directory, models, as_json)
     if trust and not {"onnxruntime", "openvino"} & {v.backend for v in variants}:
@@ -582,6 +584,79 @@ def bench(
         emit_json(result)
     else:
         show_bench(result, directory)
+
+
+def show_tune(result, directory: Path) -> None:
+    render(f"Tune candidates for {result.checkpoint.name} at {result.imgsz[0]}x{result.imgsz[1]} (batch 1)",
+           report.tune_table(result))
+    for note in result.notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False)
+    if result.recommended:
+        out.print(f"Recommended: {result.recommended.reason}", highlight=False, soft_wrap=True)
+        out.print(f"Written to {result.recommended.path} (record: {result.recommended.metadata})", highlight=False)
+    else:
+        err.print("[bold red]no candidate passed[/] parity and the mAP budget; nothing was recommended",
+                  highlight=False)
+    out.print(f"Report written to {directory / 'report.md'}, results.json and the plot beside it", highlight=False)
+
+
+@app.command("tune")
+@handled
+def tune_command(
+    checkpoint: CheckpointArg,
+    imgsz: ImgszOpt = None,
+    data: DataOpt = None,
+    calib: Annotated[Path | None, typer.Option(help="INT8 calibration images: a directory, or a data YAML's train "
+                                               "split (default: --data's).")] = None,
+    map_tol: Annotated[float, typer.Option("--map-tol", min=0, help="The largest mAP50-95 drop a recommendation may "
+                                           "cost, at any precision (with --data).")] = 0.005,
+    budget_s: Annotated[float | None, typer.Option("--budget-s", min=0, help="Seconds for the search once the "
+                                                   "artefacts are built; candidates not reached are skipped.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="Threads of every runtime (default: every "
+                                                "logical core, and the physical cores where they differ).")] = None,
+    warmup_s: Annotated[float, typer.Option(min=0, help="Seconds of untimed runs per candidate.")] = 1.0,
+    iters: Annotated[int, typer.Option(min=1, help="At least this many timed runs per candidate...")] = 10,
+    duration_s: Annotated[float, typer.Option(min=0, help="...and at least this many seconds of them.")] = 3.0,
+    workdir: Annotated[Path | None, typer.Option(help="Build and keep every candidate's artefact here (default: a "
+                                                 "temporary directory, removed).")] = None,
+    name: Annotated[str | None, typer.Option(help="Report name: reports/NAME/ (default tune-STEM).")] = None,
+    output_dir: Annotated[Path, typer.Option(help="Where report directories go.")] = Path("reports"),
+    force: Annotated[bool, typer.Option(help="Replace an earlier recommendation and report.")] = False,
+    plugin: PluginOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    yaml: YamlOpt = None,
+    atol: AtolOpt = None,
+    rtol: RtolOpt = None,
+    noise_factor: NoiseOpt = None,
+    tol: TolOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find the fastest artefact of CHECKPOINT on this machine that passes parity (and with --data the mAP budget):
+    every backend and precision it can run, timed one at a time against ultralytics' own ONNX export; the winner is
+    written beside CHECKPOINT as <stem>.tuned.* with <stem>.tuned.json."""
+    from .bench import Budget, tune
+
+    directory = output_dir / (name or f"tune-{checkpoint.stem}")
+    check_writable(directory, force)
+    tune.check_outputs(checkpoint, force)
+    chosen = tolerances(atol, rtol, noise_factor, tol)
+    loaded = load_checkpoint(checkpoint, plugin, trust_checkpoint, yaml)
+    size = parse_imgsz(imgsz) if imgsz else loaded.imgsz or (640, 640)
+    loaded.check_input(size, 1)
+    loading = {"plugins": [str(p) for p in plugin or []], "trust": trust_checkpoint,
+               "yaml": str(yaml) if yaml else None}  # so that a job can load the reference in another process
+    with data_yaml(data, ("train", "val") if data and calib is None else ("val",)) as data_path:
+        request = tune.Request(size, data_path, calib, map_tol, budget_s, Budget(warmup_s, iters, duration_s), threads,
+                               chosen, loading=loading, force=force)
+        with jobs_bar() as update:
+            result = tune.run(loaded, request, step, update, workdir)
+    report.write_tune_report(directory, result)
+    if as_json:
+        emit_json(result)
+    else:
+        show_tune(result, directory)
+    if result.recommended is None:
+        raise typer.Exit(CHECK_FAILED)
 
 
 @app.command()

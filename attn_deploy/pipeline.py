@@ -54,6 +54,7 @@ class Plan:
     map_tolerances: dict[str, float] = field(default_factory=lambda: dict(MAP_TOLERANCES))
     int8: bool = False
     calib: Path | None = None  # INT8 calibration images: a directory, or a data YAML's train split
+    openvino_half: bool | None = None  # FP16-compressed OpenVINO weights (None: as ``half``)
 
     def outputs(self) -> list[Path]:
         paths = [self.output] + ([self.npu_onnx] if "npu" in self.targets else [])
@@ -130,12 +131,17 @@ def _rewritten(loaded: LoadedModel, plan: Plan, step: Step):
 
 def deploy(loaded: LoadedModel, plan: Plan, step: Step = _quiet) -> Deployment:
     """Build every artefact of ``plan`` and check each against ``loaded`` (the original model)."""
+    split = _read_split(plan, step, heads.of_model(loaded.model))  # an unknown head or bad --data fail here
+    result = build(loaded, plan, step)
+    return check(loaded, result, plan, result.rewrite.reference if result.rewrite else "eager", step, split)
+
+
+def build(loaded: LoadedModel, plan: Plan, step: Step = _quiet) -> Deployment:
+    """Build and lint every artefact of ``plan``, unchecked (``check`` compares them with ``loaded``)."""
     for path in plan.outputs():
         check_writable(path, plan.onnx.force)
     check_trt(plan, loaded, step)
-    head = heads.of_model(loaded.model)  # an unknown head, bad --data or --calib fail here, before anything is written
-    split = _read_split(plan, step, head)
-    calibration = _calibration_paths(plan)
+    calibration = calibration_paths(plan)  # bad --calib fails here, before anything is written
     model, rewrite_report = _rewritten(loaded, plan, step)
     result = Deployment(rewrite_report)
     with step(f"Exporting ONNX to {plan.output}"):
@@ -145,7 +151,7 @@ def deploy(loaded: LoadedModel, plan: Plan, step: Step = _quiet) -> Deployment:
         with step(f"Linting {plan.linted(target).name} for {LINT_TARGET[target]}"):
             result.lint.append(lint(plan.linted(target), LINT_TARGET[target]))
     _build(plan, result, step, calibration)
-    return check(loaded, result, plan, rewrite_report.reference if rewrite_report else "eager", step, split)
+    return result
 
 
 def check(loaded: LoadedModel, result: Deployment, plan: Plan, semantics: str = "eager",
@@ -205,7 +211,8 @@ def rewrite_plan(loaded: LoadedModel, imgsz: tuple[int, int], batch: int, dynami
     return report
 
 
-def _calibration_paths(plan: Plan) -> list[Path]:
+def calibration_paths(plan: Plan) -> list[Path]:
+    """The INT8 calibration images of ``plan`` (none without ``int8``)."""
     if not plan.int8:
         return []
     if plan.calib is None:
@@ -232,20 +239,22 @@ def _build(plan: Plan, result: Deployment, step: Step, calibration: list[Path]) 
         with step(f"Writing the mixed-precision fp16 ONNX {plan.fp16_onnx.name}"):
             result.exports.append(mixed_precision.export(plan.output, plan.fp16_onnx, chosen, True))
     if "openvino" in plan.targets:
-        with step(f"Converting to OpenVINO IR ({'FP16' if plan.half else 'FP32'} weights)"):
+        half = plan.half if plan.openvino_half is None else plan.openvino_half
+        with step(f"Converting to OpenVINO IR ({'FP16' if half else 'FP32'} weights)"):
             result.exports.append(openvino.export(plan.output, openvino.model_dir(plan.output),
-                                                  openvino.OpenVINOOptions(plan.half, force=True)))
+                                                  openvino.OpenVINOOptions(half, force=True)))
     if plan.int8:
         _build_int8(plan, result, calibration, mixed_precision.int8_float_nodes(plan.output, chosen), step)
     if "trt" in plan.targets:
-        result.exports.append(_build_trt(plan, calibration, step))
+        result.exports.append(build_trt(plan, calibration, step))
 
 
 def _build_int8(plan: Plan, result: Deployment, paths: list[Path], keep: list[str], step: Step) -> None:
-    """The Q/DQ INT8 ONNX and, for OpenVINO, the NNCF INT8 IR, calibrated on ``paths``, ``keep`` left in float."""
-    with step(f"Reading {len(paths)} INT8 calibration images from {plan.calib}"):
-        calibration = data.batches(paths, plan.onnx.imgsz, plan.onnx.batch)
-    with step(f"Quantizing to Q/DQ INT8 ONNX ({len(calibration)} calibration batches)"):
+    """The Q/DQ INT8 ONNX and, for OpenVINO, the NNCF INT8 IR, calibrated on ``paths`` (read batch by batch as the
+    quantizers ask), ``keep`` left in float."""
+    calibration = data.Batches(tuple(paths), plan.onnx.imgsz, plan.onnx.batch)
+    with step(f"Quantizing to Q/DQ INT8 ONNX on {len(paths)} calibration images from {plan.calib} "
+              f"({len(calibration)} batches, read one at a time)"):
         result.exports.append(qdq.export(plan.output, plan.int8_onnx, calibration, keep, force=True))
     if "openvino" in plan.targets:
         with step(f"Quantizing to OpenVINO INT8 with NNCF ({len(calibration)} calibration batches)"):
@@ -253,15 +262,19 @@ def _build_int8(plan: Plan, result: Deployment, paths: list[Path], keep: list[st
                                                     force=True))
 
 
-def _build_trt(plan: Plan, calibration: list[Path], step: Step) -> ExportResult:
+def build_trt(plan: Plan, calibration: list[Path], step: Step = _quiet, precision: str | None = None,
+              output: Path | None = None) -> ExportResult:
+    """A TensorRT engine at ``precision`` (default: the plan's highest: int8, fp16, else its TensorRT options'),
+    written to ``output`` (default: ``<stem>.engine``), from the ONNX files ``build`` wrote."""
     typed = tensorrt.strongly_typed()
-    precision = "int8" if plan.int8 else "fp16" if plan.half else plan.trt.precision
+    precision = precision or ("int8" if plan.int8 else "fp16" if plan.half else plan.trt.precision)
     # TensorRT 11 is strongly typed: precision comes from the ONNX (mixed fp16, or Q/DQ for INT8).
     source = {"int8": plan.int8_onnx, "fp16": plan.fp16_onnx}.get(precision, plan.output) if typed else plan.output
     options = dataclasses.replace(plan.trt, precision=precision, batch=plan.onnx.batch, dynamic=plan.onnx.dynamic,
                                   calibration=calibration if precision == "int8" and not typed else [], force=True)
+    output = output or plan.output.with_suffix(".engine")
     with step(f"Building a TensorRT {options.precision} engine from {source.name}"):
-        return tensorrt.export(source, plan.output.with_suffix(".engine"), options, onnx.read_metadata(plan.output))
+        return tensorrt.export(source, output, options, onnx.read_metadata(plan.output))
 
 
 def _checks(exports: list[ExportResult]):

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .bench.harness import BenchResult
+from .bench.harness import SPINNING_OFF, BenchResult
 from .files import write_atomic, write_dir_atomic
 from .machine import machine
 from .parity import ParityReport
@@ -301,8 +301,20 @@ def _bench_summary(bench) -> str:
              f"runs and {b.duration_s:g} s of them; latency is per call, throughput is images per second "
              "(OpenVINO's throughput mode: requests in flight over wall time)",
              "- the median's 95 % interval comes from order statistics; a row is noisy when the interval reaches "
-             "more than 5 % from the median"]
+             "more than 5 % from the median", *timing_method(bench.results)]
     return "\n".join(lines + [f"- note: {n}" for n in bench.notes])
+
+
+def timing_method(results: list[BenchResult]) -> list[str]:
+    """How the rows were timed: alone (one live runtime, its default settings) or interleaved with other runners."""
+    alone = sum(not r.interleaved for r in results)
+    interleaved = [r for r in results if r.interleaved]
+    lines = [f"- {alone} rows timed alone: one live runtime at a time, with its default settings (onnxruntime's "
+             "intra-op threads spin between runs)"] if alone else []
+    if interleaved:
+        sessions = f"; {SPINNING_OFF}" if any(r.spinning is False for r in interleaved) else ""
+        lines.append(f"- {len(interleaved)} rows timed interleaved, one run of each model per round{sessions}")
+    return lines
 
 
 def bench_sections(bench, plots: dict[str, str], blocks: bool = True) -> dict[str, str]:
@@ -414,7 +426,8 @@ def write_study_report(directory: Path, study, plotted) -> Path:
             "channels n: 64/128/256, s: 128/256/512), inside YOLOv8n and YOLOv8s after SPPF at P5 and inside YOLO11n "
             "and YOLO26n after C2PSA at P5, against no attention (`none`: the family's own detector, YOLO11n and "
             "YOLO26n with their C2PSA) and plain MHSA (`mhsa`). Batch 1. Detectors of one family and scale are timed "
-            "interleaved, one run of each per round, and the overhead is the median per-round ratio to `none`. "
+            "interleaved, one run of each per round (onnxruntime sessions with intra-op spinning off), and the "
+            "overhead is the median per-round ratio to `none`. "
             "YOLO12n (area attention) and YOLO11n (C2PSA), each also without its attention (`yolo11n-no-c2psa`: "
             "C2PSA an identity; `yolo12n-no-area-attention`: A2C2f with C3k blocks), are timed interleaved too. "
             f"Wall time of the study: {study.seconds / 60:.1f} min."),
@@ -435,5 +448,83 @@ def write_study_report(directory: Path, study, plotted) -> Path:
                     "Machine": machine_lines(bench.machine)}
         write_json(tmp / "results.json", study)
         write_markdown(tmp / "report.md", "attn-deploy bench --zoo: what attention costs on this machine", sections)
+
+    return write_dir_atomic(Path(directory), write)
+
+
+def _settings_text(candidate) -> str:
+    """``latency, 2 threads, 1 stream``: how the runtime ran the candidate, as set and as the plugin chose."""
+    runtime, settings = candidate.runtime, candidate.settings
+    counts = {"threads": settings.threads, "streams": runtime.get("streams"),
+              "requests": runtime.get("requests") if settings.mode == "throughput" else None}
+    parts = [settings.mode, *(f"{n} {what.removesuffix('s') if n == 1 else what}" for what, n in counts.items() if n),
+             settings.device if settings.device != "cpu" else ""]
+    return ", ".join(p for p in parts if p) or "-"
+
+
+def _verdict(candidate, recommended: str | None) -> str:
+    if candidate.skipped:
+        return f"skipped: {candidate.skipped}"
+    if candidate.error:
+        return f"error: {candidate.error}"
+    if candidate.name == recommended:
+        return "RECOMMENDED"
+    return ("baseline, " if candidate.baseline else "") + ("pass" if candidate.passed else f"FAIL: {candidate.failed}")
+
+
+def tune_table(tune) -> Table:
+    """Every candidate: its precision and settings, latency, throughput, speed-up, parity, mAP, fronts, verdict."""
+    headers = ["candidate", "precision", "settings", "median ms [95% CI]", "img/s", "x ultralytics ONNX [95% CI]",
+               "parity", "mAP50-95 (drop)", "Pareto", "result"]
+    recommended = tune.recommended.name if tune.recommended else None
+    rows = []
+    for c in tune.candidates:
+        latency = (f"{c.latency.median:.2f} [{c.latency.median_ci[0]:.2f}, {c.latency.median_ci[1]:.2f}]"
+                   if c.latency else "-")
+        speedup = f"{c.speedup[0]:.2f} [{c.speedup[1]:.2f}, {c.speedup[2]:.2f}]" if c.speedup else "-"
+        accuracy = f"{c.map50_95:.4f} ({c.map50_95_drop:+.4f})" if c.map50_95 is not None else "-"
+        rows.append([c.name, c.precision or c.settings.precision, _settings_text(c), latency, _fmt(c.throughput, ".1f"),
+                     speedup, c.parity, accuracy, ", ".join(c.pareto) or "-", _verdict(c, recommended)])
+    return headers, rows
+
+
+def _tune_method(tune) -> str:
+    request, budget = tune.request, tune.request.timing
+    accuracy = (f"mAP50-95 on the validation split of {request.data}, a drop (positive: worse than PyTorch) of at "
+                f"most {request.map_budget:g} and within its precision's tolerance" if request.data
+                else "no --data: mAP was not scored, and INT8 candidates were not built")
+    return "\n".join([
+        "- every candidate: parity against the original PyTorch model at its precision's tolerance (INT8: judged by "
+        f"its mAP alone); {accuracy}",
+        f"- timing: one live runtime at a time, batch 1, at least {budget.warmup_s:g} s of warm-up, then at least "
+        f"{budget.iters} runs and {budget.duration_s:g} s; OpenVINO's throughput hint keeps its optimal number of "
+        "requests in flight (latency per request, throughput over wall time)",
+        "- speed-up against ultralytics' own ONNX export (onnxruntime, same threads): the ratio of the medians, with "
+        "an interval from the extremes of their 95 % intervals",
+        "- recommended: the passing candidate with the lowest median latency; the Pareto fronts hold the passing "
+        "candidates that no other beats in both latency (or throughput) and mAP50-95",
+        f"- artefacts built in {tune.build_s:.0f} s; the search took {tune.search_s:.0f} s"
+        + (f" (--budget-s {request.budget_s:g})" if request.budget_s is not None else ""),
+        *(f"- note: {n}" for n in tune.notes)])
+
+
+def write_tune_report(directory: Path, tune) -> Path:
+    """``results.json``, ``report.md`` and, with mAP scored, ``pareto.png``, written into ``directory`` whole."""
+    from .bench import plots
+
+    recommended = tune.recommended
+
+    def write(tmp: Path) -> None:
+        sections = {"Recommendation": (f"{recommended.reason}.\n\nWritten to `{recommended.path}`, with "
+                                       f"`{recommended.metadata}`." if recommended else
+                                       "None: no candidate passed parity and the mAP budget."),
+                    "Candidates": markdown_table(tune_table(tune))}
+        if any(c.map50_95 is not None and c.latency_ms for c in tune.candidates):
+            plots.pareto(tune.candidates, recommended.name if recommended else None, tmp / "pareto.png")
+            sections["Latency and throughput against mAP50-95"] = "![Pareto fronts](pareto.png)"
+        sections |= {"Method": _tune_method(tune), "Machine": machine_lines(tune.machine)}
+        write_json(tmp / "results.json", tune)
+        write_markdown(tmp / "report.md", f"attn-deploy tune: {tune.checkpoint.name} at {tune.imgsz[0]}x"
+                                          f"{tune.imgsz[1]}", sections)
 
     return write_dir_atomic(Path(directory), write)

@@ -22,18 +22,31 @@ def verify_export(path: Path, loaded, tolerances: dict | None = None, threads: i
     the artefact's precision picks one. ``accuracy`` (an ``accuracy.AccuracyCheck``) adds its mAP.
     """
     candidate = open_runner(path, threads, ov_device, ov_precision)
-    batch, imgsz = input_geometry(candidate)
-    inputs = parity.parity_inputs(imgsz, batch)
-    reference = torch_backend.Runner(loaded.model, semantics=semantics)
-    exact = torch_backend.Runner(loaded.model, precision="fp64", semantics=semantics)
     try:
-        tolerance = (tolerances or parity.TOLERANCES)[candidate.precision]
-        report = parity.verify(reference, candidate, inputs, tolerance, exact=exact,
-                               detections=detections or parity.Detections(), head=heads.of_model(loaded.model))
-        report.accuracy = accuracy.compare(candidate, imgsz, batch) if accuracy else None
-        return report
+        batch, imgsz = input_geometry(candidate)
+        return verify_runner(candidate, loaded, imgsz, batch, tolerances, semantics, detections, accuracy)
     finally:
         candidate.close()
+
+
+def verify_runner(candidate, loaded, imgsz: tuple[int, int], batch: int = 1, tolerances: dict | None = None,
+                  semantics: str = "eager", detections=None, accuracy=None, references: tuple | None = None):
+    """Parity (and with ``accuracy`` mAP) of an open runner against the original model, at ``imgsz`` and ``batch``;
+    as ``verify_export``, for runners that no file opens (PyTorch eager, CUDA graphs). ``references``: the fp32 and
+    fp64 runs of the original model, when the caller keeps them for several candidates."""
+    inputs = parity.parity_inputs(imgsz, batch)
+    reference, exact = references or reference_runners(loaded, semantics)
+    tolerance = (tolerances or parity.TOLERANCES)[candidate.precision]
+    report = parity.verify(reference, candidate, inputs, tolerance, exact=exact,
+                           detections=detections or parity.Detections(), head=heads.of_model(loaded.model))
+    report.accuracy = accuracy.compare(candidate, imgsz, batch) if accuracy else None
+    return report
+
+
+def reference_runners(loaded, semantics: str = "eager") -> tuple:
+    """The original model in fp32 (the reference) and in fp64 (its own rounding noise)."""
+    return (torch_backend.Runner(loaded.model, semantics=semantics),
+            torch_backend.Runner(loaded.model, precision="fp64", semantics=semantics))
 
 
 def localise_export(path: Path, loaded, input_name: str, tolerance, semantics: str = "eager",

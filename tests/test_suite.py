@@ -91,11 +91,15 @@ def test_bad_bench_input_exits_2_and_writes_nothing(fork_checkpoints, tmp_path, 
     assert not any(tmp_path.iterdir())
 
 
-def test_static_export_refuses_other_batches_and_an_existing_report_is_kept(fork_checkpoints, tmp_path):
+def test_static_export_runs_at_its_batch_refuses_others_and_an_existing_report_is_kept(fork_checkpoints, tmp_path):
     onnx_path = tmp_path / "simam.onnx"
     assert invoke("export", fork_checkpoints["simam"], "-o", onnx_path, "--imgsz", "320").exit_code == 0
     result = invoke("bench", onnx_path, "--batch", "1,8", *QUICK, "--output-dir", tmp_path / "r")
     assert result.exit_code == 2 and "static batch of 1" in result.stderr
+    result = invoke("bench", onnx_path, "--backend", "ort", *QUICK, "--no-profile", "--output-dir", tmp_path / "own",
+                    "--json")  # no --batch: the export's own
+    assert result.exit_code == 0, result.output
+    assert {r["batch"] for r in json.loads(result.stdout)["results"]} == {1}
     (tmp_path / "r" / "bench-cpu").mkdir(parents=True)
     result = invoke("bench", onnx_path, "--batch", "1", *QUICK, "--output-dir", tmp_path / "r")
     assert result.exit_code == 2 and "--force" in result.stderr
@@ -117,3 +121,11 @@ def test_tensorrt_rows(tmp_path):
                     "--json")
     assert result.exit_code == 0, result.output
     assert {r["backend"] for r in json.loads(result.stdout)["results"]} == {"tensorrt"}
+
+
+def test_without_batch_a_dynamic_export_runs_at_1_8_32(fork_checkpoints, tmp_path):
+    onnx_path = tmp_path / "simam.onnx"
+    assert invoke("export", fork_checkpoints["simam"], "-o", onnx_path, "--imgsz", "64", "--dynamic").exit_code == 0
+    result = invoke("bench", onnx_path, "--backend", "ort", *QUICK, "--no-profile", "--output-dir", tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    assert {r["batch"] for r in json.loads(result.stdout)["results"]} == {1, 8, 32}

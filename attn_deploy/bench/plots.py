@@ -1,4 +1,5 @@
-"""PNG plots of a bench report: latency per backend, throughput against batch, time per op type."""
+"""PNG plots of a bench report: latency per backend, throughput against batch, time per op type; and of a tune:
+latency and throughput against mAP50-95 with the Pareto front."""
 
 from collections import defaultdict
 from pathlib import Path
@@ -8,13 +9,13 @@ from .harness import BenchResult
 TOP_OPS = 8
 
 
-def _figure(width: float, height: float):
+def _figure(width: float, height: float, columns: int = 1):
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    return plt, *plt.subplots(figsize=(width, height), layout="constrained")
+    return plt, *plt.subplots(1, columns, figsize=(width, height), layout="constrained")
 
 
 def latency(results: list[BenchResult], path: Path) -> Path:
@@ -70,6 +71,40 @@ def op_types(profiles: list, path: Path) -> Path:
     ax.invert_yaxis()
     ax.set_xlabel("share of profiled time, %")
     ax.legend(fontsize="small", ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _scatter(ax, candidates: list, axis: str, recommended: str | None) -> None:
+    """One panel: each candidate at (``axis`` value, mAP50-95); the front of the passing ones joined."""
+    value = {"latency": lambda c: c.latency_ms, "throughput": lambda c: c.throughput}[axis]
+    for c in candidates:
+        style = {"marker": "s", "color": "tab:gray"} if c.baseline else (
+            {"marker": "o", "color": "tab:blue"} if c.passed else {"marker": "x", "color": "tab:red"})
+        ax.scatter(value(c), c.map50_95, zorder=3, **style)
+        ax.annotate(c.name, (value(c), c.map50_95), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    on_front = sorted((c for c in candidates if axis in c.pareto), key=value)
+    ax.plot([value(c) for c in on_front], [c.map50_95 for c in on_front], color="tab:green", marker="o", ms=12,
+            mfc="none", zorder=2, label="Pareto front (passing)")
+    best = [c for c in candidates if c.name == recommended]
+    ax.scatter([value(c) for c in best], [c.map50_95 for c in best], marker="*", s=250, color="gold",
+               edgecolors="black", zorder=4, label="recommended")
+    ax.set_ylabel("mAP50-95")
+    ax.legend(fontsize="small")
+
+
+def pareto(candidates: list, recommended: str | None, path: Path) -> Path:
+    """Latency (lower is better) and throughput (higher is better) against mAP50-95, for the tune candidates that
+    ran and were scored: passing ones as dots, failing ones as crosses, the baseline as a square, the recommended
+    one starred."""
+    scored = [c for c in candidates if c.map50_95 is not None and c.latency_ms]
+    plt, fig, (left, right) = _figure(13, 5.5, columns=2)
+    _scatter(left, scored, "latency", recommended)
+    left.set_xscale("log")  # eager PyTorch and INT8 OpenVINO lie an order of magnitude apart
+    left.set_xlabel("median latency, ms (batch 1, log scale)")
+    _scatter(right, scored, "throughput", recommended)
+    right.set_xlabel("images / s")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -10,6 +10,7 @@ hint get that. ``Runner(precision="fp32")`` sets the f32 inference-precision hin
 """
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +48,11 @@ def int8_dir(onnx_path: Path) -> Path:
     return onnx_path.with_name(f"{onnx_path.stem}_int8_openvino_model")
 
 
-def quantize(onnx_path: Path, output: Path, calibration: list[np.ndarray], keep: list[str],
+def quantize(onnx_path: Path, output: Path, calibration: Sequence[np.ndarray], keep: list[str],
              force: bool = False) -> ExportResult:
     """INT8 IR by NNCF post-training quantization on ``calibration`` batches; the ONNX nodes named in
-    ``keep`` (the attention-sensitive ones, measured) take no quantized inputs and stay in float."""
+    ``keep`` (the attention-sensitive ones, measured) take no quantized inputs and stay in float. NNCF iterates
+    the batches and keeps reduced statistics per batch, so a ``data.Batches`` is read one batch at a time."""
     import logging
 
     import nncf
@@ -165,7 +167,7 @@ class Runner:
             self.model.reshape([batch, *self.model.input().get_partial_shape()[1:]])
         self.mode = mode
         try:
-            self.compiled = core.compile_model(self.model, device, _config(precision, threads, mode, profiling))
+            self.compiled = core.compile_model(self.model, device, compile_config(precision, threads, mode, profiling))
         except Exception as e:
             raise AttnDeployError(f"OpenVINO cannot compile {self.xml} for {device}: {str(e).splitlines()[0]}") from e
         self.device = device
@@ -185,6 +187,18 @@ class Runner:
     @property
     def input_shape(self) -> list:
         return [d.get_length() if d.is_static else "batch" for d in self.model.input().get_partial_shape()]
+
+    def runtime_settings(self) -> dict:
+        """What the plugin chose under the hint: streams, requests in flight, threads, inference precision."""
+        names = {"streams": "NUM_STREAMS", "requests": "OPTIMAL_NUMBER_OF_INFER_REQUESTS",
+                 "threads": "INFERENCE_NUM_THREADS"}
+        found = {}
+        for key, name in names.items():
+            try:
+                found[key] = int(self.compiled.get_property(name))
+            except (RuntimeError, TypeError, ValueError):  # a device that does not report it
+                continue
+        return {**found, "inference_precision": self.inference_precision}
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -259,7 +273,7 @@ class Runner:
         self.request = self.compiled = self.model = None
 
 
-def _config(precision: str | None, threads: int | None, mode: str, profiling: bool) -> dict:
+def compile_config(precision: str | None, threads: int | None, mode: str, profiling: bool = False) -> dict:
     """Compile options: the f32 hint for "fp32", the performance hint of ``mode``, threads, per-layer counters."""
     config = {"PERFORMANCE_HINT": mode.upper(), "PERF_COUNT": profiling}
     if precision == "fp32":
