@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data import Split, batches
+from .data import Batches, Split
 from .errors import AttnDeployError
 from .parity import RunnerLike
 
@@ -68,9 +68,10 @@ def _true_positives(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _batches(split: Split, batch: int, imgsz: tuple[int, int]):
-    for start in range(0, len(split.images), batch):
-        paths = split.images[start:start + batch]
-        yield start, len(paths), batches(paths, imgsz, batch)[0]
+    """(first image's index, images in the batch, the batch), read one batch at a time."""
+    for index, x in enumerate(Batches(tuple(split.images), imgsz, batch)):
+        start = index * batch
+        yield start, min(batch, len(split.images) - start), x
 
 
 def _predictions(output: np.ndarray, shapes: list[tuple[int, int]], imgsz: tuple[int, int]) -> list[np.ndarray]:

@@ -521,7 +521,8 @@ def bench(
     device: Annotated[Device, typer.Option(help="Where to run.")] = Device.cpu,
     backend: Annotated[list[BenchBackend] | None, typer.Option(
         help="Backends (repeatable; default: every one available for --device).")] = None,
-    batch: Annotated[str, typer.Option(help="Batches, comma-separated.")] = "1,8,32",
+    batch: Annotated[str | None, typer.Option(help="Batches, comma-separated (default: a static export's own batch; "
+                                              "1,8,32 for a checkpoint or a dynamic export).")] = None,
     imgsz: ImgszOpt = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="Threads every runtime gets (default: "
                                                 "all logical cores, the same for every backend).")] = None,
@@ -560,7 +561,8 @@ def bench(
     given = {k: v for k, v in {"warmup_s": warmup_s, "iters": iters, "duration_s": duration_s}.items() if v is not None}
     budget = dataclasses.replace(BUDGET if zoo else Budget(), **given)
     variants, notes = suite.choose_variants(device.value, [b.value for b in backend] if backend else None)
-    plan = suite.Plan(device.value, variants, parse_batches(batch), threads or os.cpu_count(), budget, profile)
+    plan = suite.Plan(device.value, variants, parse_batches(batch) if batch else None, threads or os.cpu_count(),
+                      budget, profile)
     if zoo:
         return run_study(plan, notes, directory, models, as_json)
     if trust and not {"onnxruntime", "openvino"} & {v.backend for v in variants}:

@@ -99,18 +99,39 @@ def shapes_data(workdir: Path, splits: tuple[str, ...] = ("val",), task: str = "
 
 
 def calibration_paths(source: Path, limit: int = 300) -> list[Path]:
-    """Up to ``limit`` images, spread over an image directory or a data YAML's train split."""
+    """Up to ``limit`` images, spread over an image directory or a data YAML's train split; each image's header is
+    read, so that an unreadable file stops the export before anything is written."""
     source = Path(source)
     if not source.exists():
         raise AttnDeployError(f"--calib {source} does not exist")
     paths = load_split(source, "train").images if source.is_file() else _image_paths(source, ".")
     if not paths:
         raise AttnDeployError(f"--calib {source}: no images found")
-    return paths[::max(len(paths) // limit, 1)][:limit]
+    chosen = paths[::max(len(paths) // limit, 1)][:limit]
+    for path in chosen:
+        _shape(path)
+    return chosen
 
 
-def batches(paths: list[Path], imgsz: tuple[int, int], batch: int = 1) -> list[np.ndarray]:
-    """The letterboxed images in batches of ``batch``; the last one is filled by repeating its first image."""
-    images = [letterbox_image(p, imgsz) for p in paths]
-    images += [images[0]] * (-len(images) % batch)
-    return [np.stack(images[i:i + batch]) for i in range(0, len(images), batch)]
+@dataclass(frozen=True)
+class Batches:
+    """Letterboxed images in batches of ``batch``, read from disk one batch at a time as they are indexed or
+    iterated, so that memory holds one batch however many images there are. Runtimes and calibrators take whole
+    batches: the last one is filled up with the first images."""
+
+    paths: tuple[Path, ...]
+    imgsz: tuple[int, int]
+    batch: int = 1
+
+    def __len__(self) -> int:
+        return -(-len(self.paths) // self.batch)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} of {len(self)}")
+        start = index * self.batch
+        chosen = [self.paths[i % len(self.paths)] for i in range(start, start + self.batch)]
+        return np.stack([letterbox_image(p, self.imgsz) for p in chosen])
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .bench.harness import BenchResult
+from .bench.harness import SPINNING_OFF, BenchResult
 from .files import write_atomic, write_dir_atomic
 from .machine import machine
 from .parity import ParityReport
@@ -266,8 +266,20 @@ def _bench_summary(bench) -> str:
              f"runs and {b.duration_s:g} s of them; latency is per call, throughput is images per second "
              "(OpenVINO's throughput mode: requests in flight over wall time)",
              "- the median's 95 % interval comes from order statistics; a row is noisy when the interval reaches "
-             "more than 5 % from the median"]
+             "more than 5 % from the median", *timing_method(bench.results)]
     return "\n".join(lines + [f"- note: {n}" for n in bench.notes])
+
+
+def timing_method(results: list[BenchResult]) -> list[str]:
+    """How the rows were timed: alone (one live runtime, its default settings) or interleaved with other runners."""
+    alone = sum(not r.interleaved for r in results)
+    interleaved = [r for r in results if r.interleaved]
+    lines = [f"- {alone} rows timed alone: one live runtime at a time, with its default settings (onnxruntime's "
+             "intra-op threads spin between runs)"] if alone else []
+    if interleaved:
+        sessions = f"; {SPINNING_OFF}" if any(r.spinning is False for r in interleaved) else ""
+        lines.append(f"- {len(interleaved)} rows timed interleaved, one run of each model per round{sessions}")
+    return lines
 
 
 def bench_sections(bench, plots: dict[str, str], blocks: bool = True) -> dict[str, str]:
@@ -368,7 +380,8 @@ def write_study_report(directory: Path, study, plotted) -> Path:
             "Every zoo module alone at the YOLOv8 feature maps of a 640x640 input (P3 80x80, P4 40x40, P5 20x20; "
             "channels n: 64/128/256, s: 128/256/512), and inside YOLOv8n and YOLOv8s after SPPF at P5, against no "
             "attention (`none`) and plain MHSA (`mhsa`). Batch 1. Detectors of one scale are timed interleaved, one "
-            "run of each per round, and the overhead is the median per-round ratio to `none`. "
+            "run of each per round (onnxruntime sessions with intra-op spinning off), and the overhead is the median "
+            "per-round ratio to `none`. "
             f"Wall time of the study: {study.seconds / 60:.1f} min."),
         "Modules alone": markdown_table(modules_table(bench, alone)),
         "Inside YOLOv8 at P5": markdown_table(detectors_table(bench, study.overheads)),

@@ -4,7 +4,8 @@ For each module: node count, lint findings for trt and npu, parity, and onnxrunt
 the export with the rewrite engine and of a plain ``torch.onnx.export`` of the original model
 (where that export succeeds). Latency interleaves the two models run by run (``bench.compare``)
 on ``THREADS`` thread, so that load from elsewhere on a shared machine hits both alike: the
-medians, and the median of the per-round ratios rewritten / plain.
+medians, and the median of the per-round ratios rewritten / plain. Both sessions are live at once,
+so neither spins its intra-op threads (an idle spinning session takes the cores from the other).
 Writes reports/rewrite/report.json and report.md. Run: python scripts/rewrite_report.py
 """
 
@@ -13,9 +14,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from attn_deploy import AttnDeployError, OnnxOptions, export_onnx, lint, load, open_runner, rewrite
+from attn_deploy import AttnDeployError, OnnxOptions, export_onnx, lint, load, rewrite
 from attn_deploy import save_checkpoint, verify_export
-from attn_deploy.bench.harness import compare
+from attn_deploy.bench.harness import SPINNING_OFF, compare
+from attn_deploy.exporters.onnx import Runner
 from attn_deploy.models import ZOO
 from attn_deploy.models.detector import build_detector
 from attn_deploy.machine import machine
@@ -33,9 +35,10 @@ def graph_facts(path: Path, loaded, semantics: str) -> dict:
 
 
 def latencies(paths: dict[str, Path]) -> dict[str, dict]:
-    runners = {k: open_runner(p, THREADS) for k, p in sorted(paths.items())}  # plain first: the ratio's base
+    runners = {k: Runner(p, THREADS, spinning=False) for k, p in sorted(paths.items())}  # plain first: the base
     timed = compare(runners, 1, (640, 640), WARMUP, ITERS)
-    return {k: {"latency_ms": stats, "median_ms": stats.median, "ratio_to_plain": timed.ratio_to_first[k]}
+    return {k: {"latency_ms": stats, "median_ms": stats.median, "ratio_to_plain": timed.ratio_to_first[k],
+                "spinning": timed.spinning[k], "method": timed.method}
             for k, stats in timed.latency_ms.items()}
 
 
@@ -93,9 +96,9 @@ def main() -> None:
     write_markdown(OUT / "report.md", "Rewritten vs plain ONNX export (YOLOv8n, 640, batch 1, seed 0)", {
         **tables(rows),
         "Method": f"onnxruntime CPU, {THREADS} thread; the plain and the rewritten model run in turn, one run each "
-                  f"per round, {ITERS} rounds after {WARMUP} warm-up rounds; ms are medians, the ratio is the median "
-                  "of the per-round ratios. The ge rows hold the same graph twice (no rule applies to it): their "
-                  "ratio is the noise floor. Parity: max abs over seed0, seed1, bus.jpg, "
+                  f"per round, {ITERS} rounds after {WARMUP} warm-up rounds, {SPINNING_OFF}; ms are medians, the "
+                  "ratio is the median of the per-round ratios. The ge rows hold the same graph twice (no rule "
+                  "applies to it): their ratio is the noise floor. Parity: max abs over seed0, seed1, bus.jpg, "
                   "zidane.jpg on the (1, 84, 8400) output, against eager PyTorch fp32 (true shifts where eager "
                   "diverges).",
         "Machine": machine_lines(machine()),

@@ -66,9 +66,26 @@ def test_peak_memory_is_measured_from_a_reset():
 
 
 def test_interleaved_comparison_times_every_runner_against_the_first(small_onnx):
-    runners = {"a": open_runner(small_onnx, threads=1), "b": open_runner(small_onnx, threads=1)}
+    from attn_deploy.exporters.onnx import Runner
+
+    runners = {"a": Runner(small_onnx, 1, spinning=False), "b": Runner(small_onnx, 1, spinning=False)}
     result = compare(runners, 2, (320, 320), warmup=1, iters=9)
     assert set(result.latency_ms) == {"a", "b"} and result.ratio_to_first["a"] == 1.0
     assert result.ratio_to_first["b"] > 0 and all(s.min > 0 for s in result.latency_ms.values())
     with pytest.raises(ValueError):
         compare({}, 2, (320, 320))
+
+
+def test_sessions_timed_in_turn_must_not_spin_and_the_comparison_says_so(small_onnx):
+    from attn_deploy.exporters.onnx import Runner
+
+    spinning = {"a": Runner(small_onnx, 1), "b": Runner(small_onnx, 1)}
+    with pytest.raises(ValueError, match="spinning=False"):
+        compare(spinning, 2, (320, 320), warmup=0, iters=1)
+    quiet = {"a": Runner(small_onnx, 1, spinning=False), "b": Runner(small_onnx, 1, spinning=False)}
+    entry = "session.intra_op.allow_spinning"
+    assert quiet["a"].session.get_session_options().get_session_config_entry(entry) == "0"
+    result = compare(quiet, 2, (320, 320), warmup=0, iters=3)
+    assert result.spinning == {"a": False, "b": False} and "allow_spinning=0" in result.method
+    alone = bench(spinning["a"], "simam", 2, (320, 320), Budget(0.0, 2, 0.0))
+    assert alone.spinning is True and not alone.interleaved  # a session timed alone keeps the runtime's default

@@ -29,6 +29,9 @@ def test_every_module_alone_and_in_the_detector_on_every_backend(narrow):
         (n, b) for n in names for b in ("onnxruntime", "openvino")}
     alone = {r.model: r.model_info for r in found.bench.results}
     assert alone["simam n-P5"]["params"] == 0 and alone["mhsa n-P5"]["gflops"] > alone["simam n-P5"]["gflops"]
+    interleaved = {(r.model, r.backend): r.spinning for r in found.bench.results if r.interleaved}
+    assert {m for m, _ in interleaved} == {n for n in names if n.startswith("yolov8n")}
+    assert all(spins is False for (_, backend), spins in interleaved.items() if backend == "onnxruntime")
 
 
 def test_overheads_are_against_no_attention(narrow):
@@ -60,5 +63,6 @@ def test_study_report_ends_with_the_claims(narrow):
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert headings[-2:] == ["## Claims", "## Machine"]
     assert "## Modules alone" in text and "## Inside YOLOv8 at P5" in text and "## Trust checks" in text
+    assert "rows timed interleaved" in text and "session.intra_op.allow_spinning=0" in text
     assert {"results.json", "latency.png", "ops.png"} <= {p.name for p in directory.iterdir()}
     assert len(found.bench.trust) == 2

@@ -117,3 +117,12 @@ def test_tensorrt_rows(tmp_path):
                     "--json")
     assert result.exit_code == 0, result.output
     assert {r["backend"] for r in json.loads(result.stdout)["results"]} == {"tensorrt"}
+
+
+@pytest.mark.parametrize("export_args, batches", [(["--batch", "2"], {2}), (["--dynamic"], {1, 8, 32})])
+def test_without_batch_an_export_runs_at_the_batches_it_takes(fork_checkpoints, tmp_path, export_args, batches):
+    onnx_path = tmp_path / "simam.onnx"
+    assert invoke("export", fork_checkpoints["simam"], "-o", onnx_path, "--imgsz", "64", *export_args).exit_code == 0
+    result = invoke("bench", onnx_path, "--backend", "ort", *QUICK, "--no-profile", "--output-dir", tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    assert {r["batch"] for r in json.loads(result.stdout)["results"]} == batches

@@ -88,6 +88,8 @@ class BenchResult:
     session_ms: float | None = None  # creating the session, or compiling the model
     peak_rss_mb: float | None = None  # of the process, from opening the runner to the last run
     model_info: dict = field(default_factory=dict)  # file_mb, params, gflops
+    interleaved: bool = False  # timed in rounds with other live runners, rather than alone
+    spinning: bool | None = None  # onnxruntime's intra-op spinning (None: not an onnxruntime session)
 
     @property
     def variant(self) -> str:
@@ -164,7 +166,18 @@ def bench(runner, model: str, batch: int, imgsz: tuple[int, int], budget: Budget
         model=model, backend=runner.backend, device=runner.device, precision=runner.precision, batch=batch,
         imgsz=tuple(imgsz), threads=threads, warmup=warmup, iters=len(times), first_ms=first,
         latency_ms=LatencyStats.of(np.array(times)), throughput=throughput, mode=getattr(runner, "mode", ""),
+        spinning=getattr(runner, "spinning", None),
     )
+
+
+def ratio_of_medians(a: LatencyStats, b: LatencyStats) -> tuple[float, float, float]:
+    """``a``'s median over ``b``'s, timed apart, and an interval from the extremes of their 95 % intervals."""
+    (a_low, a_high), (b_low, b_high) = a.median_ci, b.median_ci
+    return a.median / b.median, a_low / b_high, a_high / b_low
+
+
+SPINNING_OFF = ("onnxruntime sessions with intra-op spinning off (session.intra_op.allow_spinning=0), so that "
+                "the idle sessions' threads do not take the cores from the one running")
 
 
 @dataclass
@@ -173,6 +186,13 @@ class Comparison:
 
     latency_ms: dict[str, LatencyStats]
     rounds_ms: dict[str, list[float]]
+    spinning: dict[str, bool | None] = field(default_factory=dict)  # per runner, as ``BenchResult.spinning``
+
+    @property
+    def method(self) -> str:
+        """How the rounds were timed, for the reports."""
+        sessions = f"; {SPINNING_OFF}" if any(v is False for v in self.spinning.values()) else ""
+        return f"{len(self.rounds_ms)} runners in turn, one run of each per round{sessions}"
 
     @property
     def ratio_to_first(self) -> dict[str, float]:
@@ -187,9 +207,14 @@ class Comparison:
 
 
 def compare(runners: dict, batch: int, imgsz: tuple[int, int], warmup: int = 10, iters: int = 100) -> Comparison:
-    """Time ``runners`` interleaved on the same seeded input: ``warmup`` rounds untimed, then ``iters`` rounds."""
+    """Time ``runners`` interleaved on the same seeded input: ``warmup`` rounds untimed, then ``iters`` rounds.
+    Several onnxruntime sessions must be opened with ``spinning=False``: spinning idle ones distort the others."""
     if warmup < 0 or iters < 1 or not runners:
         raise ValueError(f"need runners, warmup >= 0 and iters >= 1, got {len(runners)}, {warmup} and {iters}")
+    spinning = {name: getattr(runner, "spinning", None) for name, runner in runners.items()}
+    if len(runners) > 1 and any(spinning.values()):
+        raise ValueError(f"{', '.join(k for k, v in spinning.items() if v)}: onnxruntime sessions timed in turn "
+                         "must be opened with spinning=False")
     x = seeded_input(batch, imgsz)
     times = {name: [] for name in runners}
     for i in range(warmup + iters):
@@ -197,4 +222,4 @@ def compare(runners: dict, batch: int, imgsz: tuple[int, int], warmup: int = 10,
             ms = time_run(runner, x)
             if i >= warmup:
                 times[name].append(ms)
-    return Comparison({k: LatencyStats.of(np.array(v)) for k, v in times.items()}, times)
+    return Comparison({k: LatencyStats.of(np.array(v)) for k, v in times.items()}, times, spinning)

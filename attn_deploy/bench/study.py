@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from . import suite
-from .harness import BenchResult, Budget, Comparison, LatencyStats, compare, seeded_input, time_run
+from .harness import (BenchResult, Budget, Comparison, LatencyStats, compare, ratio_of_medians, seeded_input,
+                      time_run)
 from ..loading import LoadedModel
 from ..models import ZOO
 from ..models.detector import NO_ATTENTION, build_detector, build_module
@@ -105,8 +106,7 @@ class Ratio:
     @classmethod
     def of(cls, where: str, variant: str, a: LatencyStats, b: LatencyStats) -> "Ratio":
         """From two separately timed medians: the interval from their intervals' extremes."""
-        (a_low, a_high), (b_low, b_high) = a.median_ci, b.median_ci
-        return cls(where, variant, a.median / b.median, a_low / b_high, a_high / b_low)
+        return cls(where, variant, *ratio_of_medians(a, b))
 
 
 @dataclass
@@ -145,11 +145,12 @@ def _study_variants(plan: Plan) -> list[Variant]:
 
 
 def _time_detectors(subjects: list[Subject], variant: Variant, plan: Plan) -> tuple[list[BenchResult], Comparison]:
-    """Interleaved rounds over ``subjects`` (the baseline first): a row per detector, and the rounds."""
+    """Interleaved rounds over ``subjects`` (the baseline first): a row per detector, and the rounds. onnxruntime
+    sessions do not spin, so that the idle ones leave the cores to the one running."""
     runners, opened = {}, {}
     for s in subjects:
         start = time.perf_counter()
-        runners[s.name] = suite.open_variant(s, variant, 1, plan)
+        runners[s.name] = suite.open_variant(s, variant, 1, plan, spinning=False)
         opened[s.name] = (time.perf_counter() - start) * 1e3
     try:
         first = {s.name: time_run(runners[s.name], seeded_input(1, s.imgsz)) for s in subjects}
@@ -162,7 +163,8 @@ def _time_detectors(subjects: list[Subject], variant: Variant, plan: Plan) -> tu
                         iters=timed.latency_ms[s.name].count, first_ms=first[s.name],
                         latency_ms=timed.latency_ms[s.name], throughput=1e3 / timed.latency_ms[s.name].median,
                         mode=variant.mode, session_ms=opened[s.name],
-                        model_info={"file_mb": s.file_mb(variant.backend), "params": s.params, "gflops": s.gflops})
+                        model_info={"file_mb": s.file_mb(variant.backend), "params": s.params, "gflops": s.gflops},
+                        interleaved=True, spinning=timed.spinning[s.name])
             for s in subjects]
     return rows, timed
 

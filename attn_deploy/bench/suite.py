@@ -22,6 +22,7 @@ from .profile import OpProfile, profile
 BACKENDS = {"torch": "torch", "ort": "onnxruntime", "openvino": "openvino", "trt": "tensorrt"}
 PROFILED = ("onnxruntime", "openvino")
 ARTEFACT_BACKEND = {"onnx": "onnxruntime", "openvino": "openvino", "trt": "tensorrt"}  # exporters.backend_of -> runner
+BATCHES = [1, 8, 32]  # a checkpoint's, or a dynamic export's, when no batch is asked for
 Progress = Callable[[str, int, int], None]  # (what is running, jobs done, jobs in all)
 Step = Callable[[str], contextlib.AbstractContextManager]
 
@@ -79,12 +80,14 @@ def choose_variants(device: str, backends: list[str] | None) -> tuple[list[Varia
 
 @dataclass
 class Subject:
-    """One model to time: its PyTorch module (None for an artefact given alone) and its artefact per backend."""
+    """One model to time: its PyTorch module (None for an artefact given alone), its artefact per backend and the
+    batches it is timed at."""
 
     name: str
     imgsz: tuple[int, int]
     model: nn.Module | None = None
     artefacts: dict[str, Path] = field(default_factory=dict)
+    batches: list[int] = field(default_factory=lambda: [1])
     params: int | None = None
     gflops: float | None = None  # per image
     blocks: list[str] = field(default_factory=list)  # the attention blocks (``model.10``), for the profiles
@@ -165,15 +168,17 @@ class BenchReport:
 class Plan:
     device: str = "cpu"
     variants: list[Variant] = field(default_factory=list)
-    batches: list[int] = field(default_factory=lambda: [1])
+    batches: list[int] | None = None  # None: each model's own (``BATCHES``, or a static export's batch)
     threads: int | None = None
     budget: Budget = field(default_factory=Budget)
     profile: bool = True
     profile_runs: int = 10
 
 
-def open_variant(subject: Subject, variant: Variant, batch: int, plan: Plan, profiling: bool = False):
-    """A runner for ``subject`` as ``variant`` runs it on ``plan.device``, at ``batch``."""
+def open_variant(subject: Subject, variant: Variant, batch: int, plan: Plan, profiling: bool = False,
+                 spinning: bool = True):
+    """A runner for ``subject`` as ``variant`` runs it on ``plan.device``, at ``batch``. ``spinning=False`` for
+    onnxruntime sessions that are timed in turn with other live runners."""
     from ..exporters import onnx, openvino, tensorrt
     from ..exporters import torch as torch_backend
 
@@ -183,7 +188,7 @@ def open_variant(subject: Subject, variant: Variant, batch: int, plan: Plan, pro
         return torch_backend.CudaRunner(subject.model, variant.precision, variant.mode == "cuda-graph")
     path = subject.artefacts[variant.backend]
     if variant.backend == "onnxruntime":
-        return onnx.Runner(path, plan.threads, profiling)
+        return onnx.Runner(path, plan.threads, profiling, spinning)
     if variant.backend == "openvino":
         return openvino.Runner(path, threads=plan.threads, mode=variant.mode or "latency", batch=batch,
                                profiling=profiling)
@@ -213,11 +218,11 @@ def time_variant(subject: Subject, variant: Variant, batch: int, plan: Plan,
 
 
 def median_ms(subject: Subject) -> Callable[[str, "Plan"], float]:
-    """The harness's median latency of ``subject`` on a CPU backend under a plan, at the plan's first batch (for the
-    trust checks)."""
+    """The harness's median latency of ``subject`` on a CPU backend under a plan, at its first batch (for the trust
+    checks)."""
     def timed(backend: str, plan: Plan) -> float:
         variant = Variant(backend, "latency" if backend == "openvino" else "")
-        return time_variant(subject, variant, plan.batches[0], plan).latency_ms.median
+        return time_variant(subject, variant, subject.batches[0], plan).latency_ms.median
 
     return timed
 
@@ -235,7 +240,7 @@ def profile_subject(subject: Subject, backend: str, batch: int, plan: Plan, runs
 
 
 def jobs(subjects: list[Subject], plan: Plan) -> list[tuple[Subject, Variant, int]]:
-    return [(s, v, b) for s in subjects for v in plan.variants for b in plan.batches if runnable(s, v)]
+    return [(s, v, b) for s in subjects for v in plan.variants for b in s.batches if runnable(s, v)]
 
 
 def to_profile(subjects: list[Subject], plan: Plan) -> list[tuple[Subject, str]]:
@@ -256,7 +261,7 @@ def run(subjects: list[Subject], plan: Plan, report: BenchReport, progress: Prog
     for j, (subject, backend) in enumerate(profiled):
         if progress:
             progress(f"{subject.name} · profiling {backend}", len(todo) + j, total)
-        report.profiles.append(profile_subject(subject, backend, plan.batches[0], plan, plan.profile_runs))
+        report.profiles.append(profile_subject(subject, backend, subject.batches[0], plan, plan.profile_runs))
     if progress:
         progress("done", total, total)
     if report.noisy_results:
@@ -276,17 +281,18 @@ def from_checkpoint(loaded, plan: Plan, imgsz: tuple[int, int], workdir: Path, s
     from .. import pipeline
     from ..exporters import onnx, openvino, tensorrt
 
-    loaded.check_input(imgsz, max(plan.batches))
+    batches = plan.batches or BATCHES
+    loaded.check_input(imgsz, max(batches))
     subject = describe(Subject(loaded.source.stem, imgsz, loaded.model, {"checkpoint": loaded.source},
-                               blocks=attention_blocks(loaded.model)))
+                               blocks=attention_blocks(loaded.model), batches=batches))
     backends = {v.backend for v in plan.variants} - {"torch"}
     if not backends:
         return subject, []
-    batch, dynamic = _batch_options(plan.batches)
+    batch, dynamic = _batch_options(batches)
     output = workdir / f"{subject.name}.onnx"
     targets = [t for t, b in (("openvino", "openvino"), ("trt", "tensorrt")) if b in backends]
     deploy = pipeline.Plan(targets, output, onnx.OnnxOptions(imgsz, batch, dynamic, force=True), half="trt" in targets,
-                           trt=tensorrt.TensorRTOptions(max_batch=max(plan.batches)))
+                           trt=tensorrt.TensorRTOptions(max_batch=max(batches)))
     run = pipeline.deploy(loaded, deploy, step)
     subject.artefacts.update({"onnxruntime": output, "openvino": openvino.model_dir(output),
                               "tensorrt": output.with_suffix(".engine")})
@@ -304,7 +310,7 @@ def _onnx_params(path: Path) -> int:
 def from_artefact(path: Path, plan: Plan, imgsz: tuple[int, int] | None, workdir: Path,
                   step: Step) -> tuple[Subject, list[str]]:
     """An exported file's subject: run by its own backend, and an ONNX file also converted for OpenVINO and
-    built for TensorRT when ``plan`` runs them."""
+    built for TensorRT when ``plan`` runs them. Without batches in ``plan``, a static file runs at its own batch."""
     from ..exporters import backend_of, input_geometry, open_runner, openvino, tensorrt
 
     runner = open_runner(path)
@@ -313,12 +319,13 @@ def from_artefact(path: Path, plan: Plan, imgsz: tuple[int, int] | None, workdir
     runner.close()
     if imgsz and tuple(imgsz) != own:
         raise AttnDeployError(f"{path} takes {own[0]}x{own[1]} images; --imgsz {imgsz[0]},{imgsz[1]} differs")
-    if not dynamic and plan.batches != [static_batch]:
-        raise AttnDeployError(f"{path} has a static batch of {static_batch}; pass --batch {static_batch}, or "
-                              "export with --dynamic")
+    if not dynamic and plan.batches not in (None, [static_batch]):
+        raise AttnDeployError(f"{path} has a static batch of {static_batch}; pass --batch {static_batch} (or no "
+                              "--batch), or export with --dynamic")
+    batches = plan.batches or (BATCHES if dynamic else [static_batch])
     kind = backend_of(path)
     name = path.stem if path.is_file() else path.name.removesuffix("_openvino_model")
-    subject = Subject(name, own, artefacts={ARTEFACT_BACKEND[kind]: path})
+    subject = Subject(name, own, artefacts={ARTEFACT_BACKEND[kind]: path}, batches=batches)
     notes = [] if kind != "onnx" else [f"{name}: exported file, parameters counted from its initializers; no GFLOPs "
                                        "without the checkpoint"]
     if kind == "onnx":
@@ -331,7 +338,7 @@ def from_artefact(path: Path, plan: Plan, imgsz: tuple[int, int] | None, workdir
         if "tensorrt" in wanted:
             # TensorRT 11 is strongly typed: an fp32 ONNX builds an fp32 engine
             precision = "fp32" if tensorrt.strongly_typed() else "fp16"
-            options = tensorrt.TensorRTOptions(precision, dynamic=dynamic, max_batch=max(plan.batches))
+            options = tensorrt.TensorRTOptions(precision, dynamic=dynamic, max_batch=max(batches))
             with step(f"Building a TensorRT engine from {path.name}"):
                 built = tensorrt.export(path, workdir / f"{name}.engine", options, {})
             subject.artefacts["tensorrt"] = built.path

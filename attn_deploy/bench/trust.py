@@ -100,14 +100,14 @@ def _abba(ours, theirs) -> tuple[float, float, list[float]]:
 
 def check(subject, plan, time_ours: Callable[[str, object], float]) -> list[TrustCheck]:
     """Time ``subject`` (a ``suite.Subject``) with the harness (``time_ours(backend, plan)``: the median ms of
-    ``backend`` under ``plan``) and with each trusted tool in the order ours, theirs, theirs, ours, at ``plan``'s
-    first batch and threads, each for at least 3 s after at least 2 s of warm-up (a runtime's first model in a
-    process runs slower for a while: its memory pools and thread pool are cold)."""
+    ``backend`` under ``plan``) and with each trusted tool in the order ours, theirs, theirs, ours, at the subject's
+    first batch and ``plan``'s threads, each for at least 3 s after at least 2 s of warm-up (a runtime's first model
+    in a process runs slower for a while: its memory pools and thread pool are cold)."""
     import dataclasses
 
     from .harness import Budget
 
-    batch, seconds = plan.batches[0], max(plan.budget.duration_s, 3.0)
+    batch, seconds = subject.batches[0], max(plan.budget.duration_s, 3.0)
     timing = dataclasses.replace(plan, budget=Budget(max(plan.budget.warmup_s, 2.0), plan.budget.iters, seconds))
     shape = f"[{batch},{subject.channels},{subject.imgsz[0]},{subject.imgsz[1]}]"
 

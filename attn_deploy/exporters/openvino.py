@@ -10,6 +10,7 @@ hint get that. ``Runner(precision="fp32")`` sets the f32 inference-precision hin
 """
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +48,11 @@ def int8_dir(onnx_path: Path) -> Path:
     return onnx_path.with_name(f"{onnx_path.stem}_int8_openvino_model")
 
 
-def quantize(onnx_path: Path, output: Path, calibration: list[np.ndarray], keep: list[str],
+def quantize(onnx_path: Path, output: Path, calibration: Sequence[np.ndarray], keep: list[str],
              force: bool = False) -> ExportResult:
     """INT8 IR by NNCF post-training quantization on ``calibration`` batches; the ONNX nodes named in
-    ``keep`` (the attention-sensitive ones, measured) take no quantized inputs and stay in float."""
+    ``keep`` (the attention-sensitive ones, measured) take no quantized inputs and stay in float. NNCF iterates
+    the batches and keeps reduced statistics per batch, so a ``data.Batches`` is read one batch at a time."""
     import logging
 
     import nncf

@@ -249,11 +249,9 @@ def _calibrator(trt, images: list[Path], imgsz: tuple[int, int], batch: int, cac
     """An entropy calibrator (TensorRT 10) over letterboxed ``images`` in batches of ``batch`` on the GPU."""
     import torch
 
-    from ..data import batches
+    from ..data import Batches
 
-    count = -(-len(images) // batch) * batch
-    # TensorRT takes whole batches only: the last one wraps around to the first images
-    ordered = [Path(images[i % len(images)]) for i in range(count)]
+    calibration = Batches(tuple(Path(p) for p in images), imgsz, batch)  # read as TensorRT asks, batch by batch
 
     class Calibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self):
@@ -266,15 +264,15 @@ def _calibrator(trt, images: list[Path], imgsz: tuple[int, int], batch: int, cac
             return batch
 
         def get_batch(self, names):
-            if self.done >= count:
+            if self.done >= len(calibration):
                 return None
             try:
-                chunk = batches(ordered[self.done:self.done + batch], imgsz, batch)[0]
+                chunk = calibration[self.done]
             except AttnDeployError as e:  # an exception cannot cross back into TensorRT: stop, and raise after
                 self.error = e
                 return None
             self.buffer.copy_(torch.from_numpy(chunk))
-            self.done += batch
+            self.done += 1
             return [self.buffer.data_ptr()]
 
         def read_calibration_cache(self):
