@@ -346,6 +346,9 @@ class Runner:
         if profiling:
             options.enable_profiling = True
             options.profile_file_prefix = str(Path(self.profile_dir.name) / "ort")
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.spinning = spinning
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:
@@ -367,9 +370,6 @@ class Runner:
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         x = inputs[0]
-        if not spinning:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.spinning = spinning
         fixed = [d for d in self.input.shape]
         if len(fixed) != x.ndim or any(isinstance(d, int) and d != s for d, s in zip(fixed, x.shape)):
             raise AttnDeployError(f"input of shape {tuple(x.shape)} does not fit the model's input {fixed}")
