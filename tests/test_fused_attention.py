@@ -1,7 +1,8 @@
 """Fused attention (rewrite/graph/attention.py): each fused form of MHSA- and CGA-style attention, verified against
 the original PyTorch module and against the plain export in onnxruntime and in OpenVINO, for the zoo's MHSA and CGA,
 ultralytics' AIFI and attention written independently (tests/variants.py); forms that do not match are refused with
-the reason; a form goes only to targets that run it and where it measured faster."""
+the reason; a form goes only to targets that run it and where it measured faster; the study's fused-vs-plain
+comparison (bench/fused.py)."""
 
 import collections
 import dataclasses
@@ -13,6 +14,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from attn_deploy import pipeline
+from attn_deploy.bench import fused, study, suite
+from attn_deploy.bench.harness import Budget
 from attn_deploy.exporters import onnx as onnx_backend
 from attn_deploy.exporters import openvino
 from attn_deploy.lint import lint
@@ -195,3 +198,27 @@ def test_export_for_onnxruntime_alone_gets_the_form_chosen_for_it(monkeypatch, t
     assert [(r.path, r.module, r.applied) for r in rows] == [("model.10", "ConvHeadsAttention", True)]
     assert _ops(onnx.load(plan.output))["MultiHeadAttention"] == 1
     assert done.passed and [p.backend for p in done.parity] == ["onnxruntime"]
+
+
+def test_study_times_each_form_against_the_plain_graph(tmp_path):
+    torch.manual_seed(0)
+    module = v.TokenGroupCascade(C, side=4).eval()
+    subject = suite.describe(suite.Subject("cascade n-P5", (4, 4), module, channels=C))
+    x = torch.from_numpy(np.random.default_rng(0).random((1, C, 4, 4), dtype=np.float32))
+    subject.artefacts = study._exportable(module, x, tmp_path, "cascade")
+    plan = suite.Plan("cpu", [suite.Variant("onnxruntime"), suite.Variant("torch")], [1], 1, Budget(iters=1))
+    found = fused.run([subject], plan, tmp_path)  # torch runs no fused form: no rows
+
+    assert [(f.form, f.kind, f.sites) for f in found.forms["cascade n-P5"]] == [(f, "cga", 4) for f in FORMS]
+    assert all(f.error < 1e-5 and f.openvino_error < 1e-4 for f in found.forms["cascade n-P5"])
+    assert [(r.form, r.ratio.variant, r.ratio.where, r.module) for r in found.ratios] == [
+        (f, "onnxruntime", "n-P5", "cascade") for f in FORMS]
+    assert all(r.ratio.low <= r.ratio.value <= r.ratio.high and "spinning off" in r.method for r in found.ratios)
+    table = fused.choice(found.ratios)
+    for r in found.ratios:
+        assert (r.target in table[r.form]["cga"]) == (r.ratio.sign == "faster")
+    claims = fused.claims(found.ratios)
+    assert len(claims) == 2 and all(c.verdict in {"holds", "does not hold", "not measurable here"} for c in claims)
+    for claim, r in zip(claims, found.ratios):
+        agrees = (r.target in FASTER[r.form]["cga"]) == (r.target in table[r.form]["cga"])
+        assert ("(agrees)" in claim.reason) == agrees

@@ -14,7 +14,7 @@ VERDICTS = {"holds", "does not hold", "not measurable here"}
 def narrow(tmp_path_factory):
     variants, notes = suite.choose_variants("cpu", None)
     plan = suite.Plan("cpu", variants, [1], 2, dataclasses.replace(study.BUDGET, duration_s=0.1))
-    found = study.run(plan, notes, scope=study.Scope(["cga", "mhsa", "simam"], ["n"], ["P5"]))
+    found = study.run(plan, notes, scope=study.Scope(["cga", "mhsa", "simam"], ["n"], ["P5"], fused=False))
     directory = tmp_path_factory.mktemp("zoo") / "zoo-cpu"
     report.write_study_report(directory, found, found.bench)
     return found, directory

@@ -6,7 +6,8 @@ channels of YOLOv8n and YOLOv8s), and inside YOLOv8n and YOLOv8s at P5, against 
 Detectors of one scale are timed interleaved (one run of each per round), so that drift of the machine hits
 all alike and the overhead against no attention is read as a per-round ratio. Claims: EfficientViT (Liu et al.,
 CVPR 2023) says that MHSA is limited by memory-bound ops and that cascaded group attention is cheaper; SimAM
-(Yang et al., ICML 2021) that it adds no parameters.
+(Yang et al., ICML 2021) that it adds no parameters. Subjects with attention sites are also timed against their
+fused attention forms (``fused``), a claim per form, kind of attention and target.
 """
 
 import dataclasses
@@ -87,6 +88,7 @@ class Scope:
     modules: list[str] = field(default_factory=lambda: list(ZOO))
     scales: list[str] = field(default_factory=lambda: list(WIDTHS))
     levels: list[str] = field(default_factory=lambda: list(LEVELS))
+    fused: bool = True  # each fused attention form against the plain graph (bench/fused.py)
 
 
 @dataclass
@@ -137,6 +139,7 @@ class Study:
     cga_to_mhsa: list[Ratio] = field(default_factory=list)  # inside the detectors, from interleaved rounds
     claims: list[Claim] = field(default_factory=list)
     seconds: float = 0.0
+    fused: object | None = None  # fused.FusedStudy: fused attention forms against the plain graph
 
 
 def _study_variants(plan: Plan) -> list[Variant]:
@@ -213,7 +216,7 @@ def _detectors(scale: str, modules: list[str], plan: Plan, study: Study, workdir
 
 def run(plan: Plan, notes: list[str], progress: suite.Progress | None = None, scope: Scope | None = None) -> Study:
     """The study of ``scope`` (default: all of it) on ``plan``'s device and backends, at batch 1."""
-    from . import trust
+    from . import fused, trust
     from ..machine import machine
 
     started = time.perf_counter()
@@ -229,12 +232,16 @@ def run(plan: Plan, notes: list[str], progress: suite.Progress | None = None, sc
                   for n in scope.modules for sc in scope.scales for lv in scope.levels}
         modules = _build(places, module_subject, progress)
         suite.run(modules, plan, study.bench, progress)
+        built = list(modules)
         for scale in scope.scales:
             detectors = _detectors(scale, scope.modules, plan, study, workdir, progress)
+            built += detectors
             if scale == scope.scales[0] and CGA in scope.modules:
                 subject = next(d for d in detectors if d.name.endswith(CGA))
                 study.bench.trust = trust.check(subject, plan, suite.median_ms(subject))
-    study.claims = claims(study, plan)
+        if scope.fused:
+            study.fused = fused.run(built, plan, workdir, progress)
+    study.claims = claims(study, plan) + (fused.claims(study.fused.ratios) if study.fused else [])
     study.seconds = time.perf_counter() - started
     return study
 
