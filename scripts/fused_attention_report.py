@@ -51,9 +51,8 @@ def subjects(args, workdir: Path) -> list[suite.Subject]:
     for name in args.modules:
         for level in args.levels:
             print(f"exporting {name} n-{level}", file=sys.stderr, flush=True)
-            make = aifi_subject if name == "aifi" else lambda sc, lv, wd, name=name: study.module_subject(name, sc, lv,
-                                                                                                          wd)
-            built.append(make("n", level, workdir))
+            built.append(aifi_subject("n", level, workdir) if name == "aifi" else
+                         study.module_subject(name, "n", level, workdir))
     for name in args.detectors:
         print(f"exporting YOLOv8n-{name}", file=sys.stderr, flush=True)
         built.append(study.detector_subject(name, "n", workdir))
