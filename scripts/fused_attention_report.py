@@ -1,5 +1,6 @@
-"""Fused attention against the plain graph (attn_deploy/bench/fused.py): the measurement the rule file's table
-``FASTER`` (attn_deploy/rewrite/graph/attention.py) follows.
+"""Fused attention against the plain graph: the measurement behind FASTER in attn_deploy/rewrite/graph/attention.py.
+
+It runs attn_deploy/bench/fused.py alone, on these subjects, and prints the table for the rule file.
 
 Subjects: the zoo MHSA (nn.MultiheadAttention over the flattened map), ultralytics' AIFI (a transformer encoder
 layer, cm = 4 x channels, 8 heads) and the zoo CGA (LocalWindowAttention, window 7) alone at the YOLOv8 feature maps
