@@ -171,13 +171,13 @@ def check(loaded: LoadedModel, result: Deployment, plan: Plan, semantics: str = 
 
 
 def _passes(loaded: LoadedModel, source: Path, output: Path, targets: list[str], plan: Plan, step: Step,
-            note: str = "") -> list:
+            note: str = "", readers: list[str] | None = None) -> list:
     from .rewrite import graph
 
     feeds = [{onnx.INPUT_NAME: x} for x in parity.parity_inputs(plan.onnx.imgsz, plan.onnx.batch).values()]
     classes = {path: type(m).__name__ for path, m in loaded.model.named_modules()}
     with step(f"Applying the graph passes for {', '.join(targets)}, each verified in onnxruntime"):
-        return graph.apply_file(source, output, targets, feeds, classes, note)
+        return graph.apply_file(source, output, targets, feeds, classes, note, readers)
 
 
 def _graph_passes(loaded: LoadedModel, plan: Plan, result: Deployment, step: Step) -> None:
@@ -190,7 +190,9 @@ def _graph_passes(loaded: LoadedModel, plan: Plan, result: Deployment, step: Ste
             result.exports.insert(1, ExportResult(shutil.copyfile(plan.output, plan.npu_onnx), "npu"))
         return
     shared = [LINT_TARGET[t] for t in plan.targets if t != "npu"] or [LINT_TARGET["onnx"]]
-    result.rewrite.graph += _passes(loaded, plan.output, plan.output, shared, plan, step, f"in {plan.output.name}")
+    readers = shared + ["npu"] * ("npu" in plan.targets)  # the npu graph is built from the shared file
+    result.rewrite.graph += _passes(loaded, plan.output, plan.output, shared, plan, step, f"in {plan.output.name}",
+                                    readers)
     if "npu" in plan.targets:
         result.rewrite.graph += _passes(loaded, plan.output, plan.npu_onnx, ["npu"], plan, step,
                                         f"in {plan.npu_onnx.name}")

@@ -414,6 +414,20 @@ def claims_table(claims: list) -> Table:
     return ["claim", "measured", "verdict", "why"], [[c.claim, c.measured, c.verdict, c.reason] for c in claims]
 
 
+def fused_sections(fused) -> dict[str, str]:
+    """The fused attention forms (bench/fused.py): each verified against the plain graph, then timed against it."""
+    verified = (["subject", "form", "kind", "sites", "max abs error, onnxruntime", "max abs error, OpenVINO f32"],
+                [[name, f.form, f.kind, str(f.sites), _fmt(f.error), _fmt(f.openvino_error)]
+                 for name, forms in fused.forms.items() for f in forms])
+    timed = (["module", "where", "backend", "form", "kind", "plain ms", "fused ms", "fused / plain [95 %]", ""],
+             [[r.module, r.ratio.where, r.ratio.variant, r.form, r.kind, f"{r.plain_ms:.3f}", f"{r.fused_ms:.3f}",
+               f"{r.ratio.value:.2f} [{r.ratio.low:.2f}, {r.ratio.high:.2f}]", r.ratio.sign] for r in fused.ratios])
+    refused = "\n".join(f"- {note}" for note in fused.notes)
+    return {"Fused attention: each form against the plain graph": markdown_table(verified) + (
+                f"\n\nNot applied:\n{refused}" if refused else ""),
+            "Fused attention: latency against the plain graph": markdown_table(timed)}
+
+
 def write_study_report(directory: Path, study, plotted) -> Path:
     """The ``bench --zoo`` report: modules alone, inside the detectors, every timing, and the claims table last.
     ``plotted`` is the part of the bench report the plots show (a few dozen bars, not hundreds)."""
@@ -434,6 +448,7 @@ def write_study_report(directory: Path, study, plotted) -> Path:
         "Modules alone": markdown_table(modules_table(bench, [n for n in names if not n.startswith("yolo")])),
         "Inside the detectors at P5": markdown_table(detectors_table(bench, study.overheads,
                                                                      [n for n in names if n in inside])),
+        **(fused_sections(study.fused) if study.fused else {}),
     }
     if study.contrast:
         contrasted = [n for n in names if n.startswith("yolo") and n not in inside]

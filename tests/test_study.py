@@ -24,14 +24,14 @@ def _narrowed(tmp_path_factory, scope: study.Scope, backends: list[str] | None =
 @pytest.fixture(scope="module")
 def narrow(tmp_path_factory):
     return _narrowed(tmp_path_factory, study.Scope(["cga", "mhsa", "simam"], ["n"], ["P5"], families=[],
-                                                   contrast=False))
+                                                   contrast=False, fused=False))
 
 
 @pytest.fixture(scope="module")
 def families(tmp_path_factory):
     """SimAM inside YOLO11n only (no module alone, no YOLOv8), and YOLO12n against YOLO11n, at 64x64 on
     onnxruntime."""
-    scope = study.Scope(["simam"], [], [], families=["yolo11"], contrast=True, imgsz=64)
+    scope = study.Scope(["simam"], [], [], families=["yolo11"], contrast=True, imgsz=64, fused=False)
     return _narrowed(tmp_path_factory, scope, ["ort"])
 
 

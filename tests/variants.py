@@ -4,6 +4,8 @@ Some keep a zoo module's parameter names but not its class or its forward (the s
 rules); others use the export-unfriendly op in a module of their own (the op rules).
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -548,3 +550,46 @@ class CausalBias(nn.Module):
         q, k = self.qk(x).chunk(2, 1)
         attn = (q.permute(0, 2, 3, 1) @ k.permute(0, 2, 1, 3) + self.bias + self.causal).softmax(-1)  # B,H,W,W
         return x + (attn @ x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvHeadsAttention(nn.Module):
+    """Multi-head self-attention over the map written by hand, as forks do: 1x1 convolutions for q, k and v,
+    heads split by a reshape of the channels, the scale as a division, values applied as ``v @ attn^T``."""
+
+    def __init__(self, c: int, heads: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.q, self.k, self.v, self.proj = (nn.Conv2d(c, c, 1) for _ in range(4))
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        d = c // self.heads
+        q, k, v = (t.reshape(b, self.heads, d, h * w) for t in (self.q(x), self.k(x), self.v(x)))
+        attn = torch.softmax(torch.matmul(q.transpose(-2, -1), k) / math.sqrt(d), dim=-1)
+        return x + self.proj(torch.matmul(v, attn.transpose(-2, -1)).reshape(b, c, h, w))
+
+
+class TokenGroupCascade(nn.Module):
+    """Cascaded group attention over tokens, written anew: the channels in groups, each group one head whose input
+    adds the previous group's output, Linear projections, a learned relative-position bias per group gathered from
+    a table, the scale applied to q."""
+
+    def __init__(self, c: int, groups: int = 4, key: int = 8, side: int = 4):
+        super().__init__()
+        self.groups, self.key, self.d = groups, key, c // groups
+        self.qkv = nn.ModuleList(nn.Linear(self.d, 2 * key + self.d) for _ in range(groups))
+        self.table = nn.Parameter(torch.randn(groups, (2 * side - 1) ** 2) * 0.5)
+        ys, xs = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+        points = torch.stack([ys.flatten(), xs.flatten()], 1)
+        offset = points[:, None] - points[None] + side - 1
+        self.register_buffer("index", offset[..., 0] * (2 * side - 1) + offset[..., 1])
+        self.proj = nn.Linear(c, c)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        parts, outs = x.flatten(2).transpose(1, 2).split(self.d, -1), []
+        for i, part in enumerate(parts):
+            q, k, v = self.qkv[i](part + outs[-1] if outs else part).split([self.key, self.key, self.d], -1)
+            logits = (q * self.key**-0.5) @ k.transpose(1, 2) + self.table[i][self.index]
+            outs.append(F.softmax(logits, dim=-1) @ v)
+        return x + self.proj(torch.cat(outs, -1)).transpose(1, 2).reshape(b, c, h, w)

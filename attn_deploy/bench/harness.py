@@ -206,7 +206,8 @@ class Comparison:
         return (float(np.median(ratios)), *median_interval(ratios))
 
 
-def compare(runners: dict, batch: int, imgsz: tuple[int, int], warmup: int = 10, iters: int = 100) -> Comparison:
+def compare(runners: dict, batch: int, imgsz: tuple[int, int], warmup: int = 10, iters: int = 100,
+            channels: int = 3) -> Comparison:
     """Time ``runners`` interleaved on the same seeded input: ``warmup`` rounds untimed, then ``iters`` rounds.
     Several onnxruntime sessions must be opened with ``spinning=False``: spinning idle ones distort the others."""
     if warmup < 0 or iters < 1 or not runners:
@@ -215,7 +216,7 @@ def compare(runners: dict, batch: int, imgsz: tuple[int, int], warmup: int = 10,
     if len(runners) > 1 and any(spinning.values()):
         raise ValueError(f"{', '.join(k for k, v in spinning.items() if v)}: onnxruntime sessions timed in turn "
                          "must be opened with spinning=False")
-    x = seeded_input(batch, imgsz)
+    x = seeded_input(batch, imgsz, channels)
     times = {name: [] for name in runners}
     for i in range(warmup + iters):
         for name, runner in runners.items():

@@ -8,7 +8,8 @@ run of each per round), so that drift of the machine hits all alike and the over
 as a per-round ratio. Claims: EfficientViT (Liu et al., CVPR 2023) says that MHSA is limited by memory-bound ops
 and that cascaded group attention is cheaper; SimAM (Yang et al., ICML 2021) that it adds no parameters; YOLOv12
 (Tian et al., arXiv 2502.12524) that area attention keeps YOLO12n as fast as YOLO11n, which ultralytics' docs
-doubt for CPUs: YOLO12n, YOLO11n and each without its attention are timed interleaved.
+doubt for CPUs: YOLO12n, YOLO11n and each without its attention are timed interleaved. Subjects with attention sites are also
+timed against their fused attention forms (``fused``), a claim per form, kind of attention and target.
 """
 
 import dataclasses
@@ -109,6 +110,7 @@ class Scope:
     families: list[str] = field(default_factory=lambda: [f for f in FAMILIES if f != "yolov8"])
     contrast: bool = True
     imgsz: int = IMGSZ  # the detectors' input, and the one whose feature maps the modules alone take
+    fused: bool = True  # each fused attention form against the plain graph (bench/fused.py)
 
 
 @dataclass
@@ -165,6 +167,7 @@ class Study:
     contrast: list[Ratio] = field(default_factory=list)  # the area attention claim's detectors, interleaved rounds
     claims: list[Claim] = field(default_factory=list)
     seconds: float = 0.0
+    fused: object | None = None  # fused.FusedStudy: fused attention forms against the plain graph
 
 
 def _study_variants(plan: Plan) -> list[Variant]:
@@ -263,7 +266,7 @@ def _contrast(scope: Scope, plan: Plan, study: Study, workdir: Path, progress, e
 
 def run(plan: Plan, notes: list[str], progress: suite.Progress | None = None, scope: Scope | None = None) -> Study:
     """The study of ``scope`` (default: all of it) on ``plan``'s device and backends, at batch 1."""
-    from . import trust
+    from . import fused, trust
     from ..machine import machine
 
     started = time.perf_counter()
@@ -279,8 +282,10 @@ def run(plan: Plan, notes: list[str], progress: suite.Progress | None = None, sc
                   for n in scope.modules for sc in scope.scales for lv in scope.levels}
         modules = _build(places, module_subject, progress)
         suite.run(modules, plan, study.bench, progress)
+        built = list(modules)
         for scale in scope.scales:
             detectors = _detectors("yolov8", scale, scope, plan, study, workdir, progress)
+            built += detectors
             if scale == scope.scales[0] and CGA in scope.modules:
                 subject = next(d for d in detectors if d.name.endswith(CGA))
                 study.bench.trust = trust.check(subject, plan, suite.median_ms(subject))
@@ -289,7 +294,9 @@ def run(plan: Plan, notes: list[str], progress: suite.Progress | None = None, sc
             plain[f"{family}n"] = _detectors(family, "n", scope, plan, study, workdir, progress)[0]
         if scope.contrast:
             _contrast(scope, plan, study, workdir, progress, plain)
-    study.claims = claims(study, plan)
+        if scope.fused:
+            study.fused = fused.run(built, plan, workdir, progress)
+    study.claims = claims(study, plan) + (fused.claims(study.fused.ratios) if study.fused else [])
     study.seconds = time.perf_counter() - started
     return study
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AttnDeployError
-from .support import DATA_DEPENDENT, MAX_RANK, SUPPORT
+from .support import CUSTOM, DATA_DEPENDENT, MAX_RANK, SUPPORT
 
 TARGETS = tuple(SUPPORT)
 NEVER = ("ScatterND", "Einsum", "NonZero", "If", "Loop")
@@ -71,6 +71,8 @@ def _op_findings(graph, target: str, static: bool) -> list[Finding]:
             findings.append(Finding(f"op {op}", f"{len(nodes)} node(s): {why}", names(nodes)))
     ops = {n.op_type for n in graph.node if n.domain in ("", "ai.onnx")}
     outside = sorted(ops - SUPPORT[target] - set(flagged) - set(DATA_DEPENDENT))  # those get a finding of their own
+    outside += sorted({f"{n.domain}.{n.op_type}" for n in graph.node if n.domain not in ("", "ai.onnx")
+                       and n.op_type not in CUSTOM[target].get(n.domain, ())})
     if outside:
         findings.append(Finding("support list", f"ops that {target} does not support: {', '.join(outside)}"))
     return findings

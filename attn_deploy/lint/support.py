@@ -15,10 +15,11 @@ Sources, each a stored copy of the public file:
 
 from onnx.defs import get_all_schemas_with_history
 
-# All default-domain ONNX ops up to opset 21 (ai.onnx.ml is not needed).
+# All default-domain ONNX ops up to opset 21 (ai.onnx.ml is not needed), and opset 23's Attention, which
+# onnxruntime 1.32's CPU provider runs (checked against a NumPy reference, 3-D and 4-D inputs, with a float mask).
 ONNXRUNTIME: frozenset[str] = frozenset(
     s.name for s in get_all_schemas_with_history() if s.domain == "" and s.since_version <= 21
-)
+) | {"Attention"}
 
 # OpenVINO ONNX frontend, src/frontends/onnx/docs/supported_ops.md @ 0ae60f0ffec990b581cf29cae47563090e5deca0.
 OPENVINO: frozenset[str] = frozenset({
@@ -79,6 +80,17 @@ NPU: frozenset[str] = frozenset({
 })
 
 SUPPORT: dict[str, frozenset[str]] = {"ort": ONNXRUNTIME, "openvino": OPENVINO, "trt": TENSORRT, "npu": NPU}
+
+# Ops outside the ONNX domain that each target runs, by domain: the onnxruntime contrib ops attn-deploy emits
+# (rewrite/graph/attention.py), checked against a NumPy reference. onnxruntime 1.32's CPU provider runs
+# com.microsoft MultiHeadAttention and Attention; OpenVINO 2026.4's ONNX reader turns both into its
+# ScaledDotProductAttention (or its decomposition). TensorRT's ONNX parser and the NPU compilers take none.
+CUSTOM: dict[str, dict[str, frozenset[str]]] = {
+    "ort": {"com.microsoft": frozenset({"MultiHeadAttention", "Attention"})},
+    "openvino": {"com.microsoft": frozenset({"MultiHeadAttention", "Attention"})},
+    "trt": {},
+    "npu": {},
+}
 
 # Tensors of higher rank than these targets take (the NPU compilers above lower rank <= 4 to hardware).
 MAX_RANK: dict[str, int] = {"npu": 4}

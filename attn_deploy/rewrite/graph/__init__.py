@@ -4,10 +4,11 @@ They run on the exported graph after the module rules, each registered in ``PASS
 (``registry``) with the targets that need it, and each verified in onnxruntime against the
 graph as exported (``engine``). One file per pass family: ``broadcast`` (Expand before a
 broadcasting op, constants repeated along the batch axis), ``norms`` (fused normalisations as
-primitives), ``rank`` (tensors above rank 4, constant-index Gather).
+primitives), ``rank`` (tensors above rank 4, constant-index Gather), ``attention`` (attention in the form a
+runtime fuses).
 """
 
-from . import broadcast, norms, rank  # noqa: F401
+from . import broadcast, norms, rank, attention  # noqa: F401  (registered, and run, in this order)
 from .engine import GraphRewritten, apply, apply_file
 from .registry import PASSES, GraphPass, Site, graph_pass, passes_for
 

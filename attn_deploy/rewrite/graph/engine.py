@@ -110,7 +110,7 @@ class _Pass:
             candidate.prune()
             candidate.refresh()
             if self.rule.tidy:
-                candidate.collapse_reshapes()
+                candidate.tidy()
             self.outputs = run(candidate.model, self.feeds)
             return candidate, *self.reference().check(self.outputs)
         except Exception as e:
@@ -147,14 +147,15 @@ class _Pass:
 
 
 def apply(model: onnx.ModelProto, targets, feeds: list[dict[str, np.ndarray]], classes: dict[str, str] | None = None,
-          passes: list[GraphPass] | None = None, note: str = "") -> GraphRewritten:
+          passes: list[GraphPass] | None = None, note: str = "", readers=None) -> GraphRewritten:
     """``model`` with every verified pass that ``targets`` need (or ``passes``) applied, and a row per module.
 
-    ``classes`` maps module paths to class names for the report; ``note`` goes into every row.
+    ``classes`` maps module paths to class names for the report; ``note`` goes into every row; ``readers`` are the
+    targets that will read the graph, where more than ``targets`` (``passes_for``).
     """
     reference = functools.cache(lambda: Reference.of(model, feeds))  # only when a pass has sites to verify
     graph, layers = Graph(model), []
-    for rule in passes if passes is not None else passes_for(targets):
+    for rule in passes if passes is not None else passes_for(targets, readers):
         done = _Pass(graph, rule, reference, feeds, classes or {}, note)
         graph = done.apply()
         layers += done.rows.values()
@@ -162,11 +163,11 @@ def apply(model: onnx.ModelProto, targets, feeds: list[dict[str, np.ndarray]], c
 
 
 def apply_file(source: Path, output: Path, targets, feeds: list[dict[str, np.ndarray]],
-               classes: dict[str, str] | None = None, note: str = "") -> list[LayerRewrite]:
+               classes: dict[str, str] | None = None, note: str = "", readers=None) -> list[LayerRewrite]:
     """Apply the passes ``targets`` need to the ONNX file ``source`` and write the result to ``output`` atomically."""
     from ...files import write_atomic
 
-    done = apply(onnx.load(source), targets, feeds, classes, note=note)
+    done = apply(onnx.load(source), targets, feeds, classes, note=note, readers=readers)
     if output != source or any(layer.applied for layer in done.layers):
         write_atomic(output, lambda tmp: onnx.save(done.model, tmp))
     return done.layers

@@ -112,6 +112,37 @@ class Graph:
         del graph.value_info[:]
         graph.value_info.extend(infos)
 
+    def tidy(self) -> None:
+        """Collapse the transpose chains, then the reshape chains, that rewrites leave between their nodes."""
+        self.collapse_transposes()
+        self.collapse_reshapes()
+
+    def collapse_transposes(self) -> None:
+        """A transpose of a transpose is one transpose, or none where they cancel."""
+        for node in self.nodes:  # topological order: a chain collapses whole in one sweep
+            source = self.producers.get(node.input[0]) if node.op_type == "Transpose" else None
+            if source is None or source.op_type != "Transpose":
+                continue
+            rank = len(self.shape(source.input[0]) or attribute(source, "perm", []))
+            first = list(attribute(source, "perm", reversed(range(rank))))
+            perm = [first[a] for a in attribute(node, "perm", reversed(range(rank)))]
+            edit = Edit(self, node)
+            edit.finish(source.input[0] if perm == sorted(perm) else edit.op("Transpose", source.input[0], perm=perm))
+        self.prune()
+        self.refresh()
+
+    def raise_opset(self, version: int) -> None:
+        """Convert the model to default-domain opset ``version`` (onnx's version converter), its IR version kept
+        readable by the runtimes in use."""
+        from onnx import version_converter
+
+        from ...exporters.onnx import MAX_IR_VERSION
+
+        converted = version_converter.convert_version(self.model, version)
+        converted.ir_version = min(converted.ir_version, MAX_IR_VERSION)
+        self.model.CopyFrom(converted)
+        self.refresh()
+
     def collapse_reshapes(self) -> None:
         """A reshape of a reshape reads the first one's input; a reshape to the shape it already has goes.
 

@@ -26,7 +26,8 @@ class Site:
 class GraphPass(Rule):
     find: Callable[[Graph], list[Site]]
     rewrite: Callable[[Graph, Site], None]
-    tidy: bool = False  # collapse the reshape chains the rewrites leave (see Graph.collapse_reshapes)
+    tidy: bool = False  # collapse the transpose and reshape chains the rewrites leave (see Graph.tidy)
+    every: bool = False  # puts in ops that only some runtimes run, or run faster: only where every reader wants it
 
     def wanted(self, target: str, dynamic: bool = False) -> bool:
         return target in self.targets
@@ -36,12 +37,12 @@ PASSES: dict[str, GraphPass] = {}
 
 
 def graph_pass(name: str, fixes: str, matches: str, targets: tuple[str, ...], find: Callable[[Graph], list[Site]],
-               tidy: bool = False):
+               tidy: bool = False, every: bool = False):
     """Register ``rewrite(graph, site)`` for the sites ``find(graph)`` returns, needed by ``targets``."""
 
     def register(rewrite):
         PASSES[name] = GraphPass(name=name, fixes=fixes, matches=matches, targets=targets, find=find, rewrite=rewrite,
-                                 tidy=tidy)
+                                 tidy=tidy, every=every)
         return rewrite
 
     return register
@@ -54,6 +55,9 @@ def lacking(op: str) -> tuple[str, ...]:
     return tuple(t for t, ops in SUPPORT.items() if op not in ops)
 
 
-def passes_for(targets) -> list[GraphPass]:
-    """The passes any of ``targets`` needs, in registration order (the order they run in)."""
-    return [p for p in PASSES.values() if any(p.wanted(t) for t in targets)]
+def passes_for(targets, readers=None) -> list[GraphPass]:
+    """The passes any of ``targets`` needs, in registration order (the order they run in). A pass marked ``every``
+    runs only where all ``readers`` want it (default: ``targets``; a file that others are built from has those too)."""
+    readers = list(targets if readers is None else readers)
+    return [p for p in PASSES.values()
+            if (readers and all(p.wanted(t) for t in readers) if p.every else any(p.wanted(t) for t in targets))]
