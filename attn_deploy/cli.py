@@ -623,6 +623,7 @@ def tune_command(
     output_dir: Annotated[Path, typer.Option(help="Where report directories go.")] = Path("reports"),
     force: Annotated[bool, typer.Option(help="Replace an earlier recommendation and report.")] = False,
     plugin: PluginOpt = None,
+    fork: ForkOpt = None,
     trust_checkpoint: TrustOpt = False,
     yaml: YamlOpt = None,
     atol: AtolOpt = None,
@@ -640,11 +641,11 @@ def tune_command(
     check_writable(directory, force)
     tune.check_outputs(checkpoint, force)
     chosen = tolerances(atol, rtol, noise_factor, tol)
-    loaded = load_checkpoint(checkpoint, plugin, trust_checkpoint, yaml)
+    loaded = load_checkpoint(checkpoint, plugin, fork, trust_checkpoint, yaml)
     size = parse_imgsz(imgsz) if imgsz else loaded.imgsz or (640, 640)
     loaded.check_input(size, 1)
     loading = {"plugins": [str(p) for p in plugin or []], "trust": trust_checkpoint,
-               "yaml": str(yaml) if yaml else None}  # so that a job can load the reference in another process
+               "yaml": str(yaml) if yaml else None, "fork": str(fork) if fork else None}  # so that a job can load the reference in another process
     with data_yaml(data, ("train", "val") if data and calib is None else ("val",)) as data_path:
         request = tune.Request(size, data_path, calib, map_tol, budget_s, Budget(warmup_s, iters, duration_s), threads,
                                chosen, loading=loading, force=force)

@@ -45,7 +45,7 @@ class Job:
     imgsz: tuple[int, int]
     settings: Settings = field(default_factory=Settings)
     budget: Budget = field(default_factory=Budget)
-    loading: dict = field(default_factory=dict)  # keyword arguments of ``loading.load`` (plugins, trust, yaml)
+    loading: dict = field(default_factory=dict)  # keyword arguments of ``loading.load`` (plugins, trust, yaml, fork)
     semantics: str = "eager"  # the rewrite report's reference: eager, or true-shift where eager diverges
     tolerances: dict[str, Tolerance] = field(default_factory=lambda: dict(TOLERANCES))
     data: str | None = None  # a data YAML: its validation split scores mAP50-95
@@ -135,6 +135,7 @@ class Context:
 
     def accuracy_check(self, job: Job, loaded):
         """The job's accuracy check at its tolerances; the reference's scores are shared between jobs."""
+        from .. import heads
         from ..accuracy import AccuracyCheck
         from ..data import load_split
         from ..exporters import torch as torch_backend
@@ -143,8 +144,8 @@ class Context:
             return None
         key = (job.checkpoint, job.data, job.semantics)
         if key not in self.accuracy:
-            reference = torch_backend.Runner(loaded.model, semantics=job.semantics)
-            self.accuracy[key] = AccuracyCheck(load_split(Path(job.data)), reference)
+            reference, head = torch_backend.Runner(loaded.model, semantics=job.semantics), heads.of_model(loaded.model)
+            self.accuracy[key] = AccuracyCheck(load_split(Path(job.data), task=head.task), reference, head)
         return dataclasses.replace(self.accuracy[key], tolerances=job.map_tolerances)
 
 

@@ -1,6 +1,9 @@
 """Backends: each file exports an artefact and runs it through the same ``Runner`` interface."""
 
 import ast
+import contextlib
+import io
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,12 +19,17 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
 
+@contextlib.contextmanager
 def silenced():
-    """Swallow what third-party quantizers print: stdout belongs to the CLI's --json output."""
-    import contextlib
-    import io
-
-    return contextlib.redirect_stdout(io.StringIO())
+    """Swallow what third-party quantizers print and log below errors: stdout belongs to the CLI's --json output,
+    stderr to its progress (onnxruntime's quantizer logs advice on every call)."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)
 
 
 def backend_of(path: Path) -> str:
