@@ -80,6 +80,7 @@ TrustOpt = Annotated[bool, typer.Option(
     "--trust-checkpoint", help="Unpickle with a plain unpickler, which runs any code the file names. Only for files "
     "you trust.")]
 YamlOpt = Annotated[Path | None, typer.Option("--yaml", help="Model YAML, when the checkpoint is a state dict.")]
+OutputDirOpt = Annotated[Path, typer.Option(help="Where report directories go.")]
 AtolOpt = Annotated[float | None, typer.Option("--atol", help="Absolute tolerance (default: by precision).")]
 RtolOpt = Annotated[float | None, typer.Option("--rtol", help="Relative tolerance (default: by precision).")]
 NoiseOpt = Annotated[float | None, typer.Option(
@@ -547,7 +548,7 @@ def bench(
                                         "onnxruntime loop on the first model.")] = False,
     name: Annotated[str | None, typer.Option(
         help="Report name: reports/NAME/ (default bench-DEVICE, zoo-DEVICE).")] = None,
-    output_dir: Annotated[Path, typer.Option(help="Where report directories go.")] = Path("reports"),
+    output_dir: OutputDirOpt = Path("reports"),
     force: Annotated[bool, typer.Option(help="Replace an existing report directory.")] = False,
     plugin: PluginOpt = None,
     fork: ForkOpt = None,
@@ -620,7 +621,7 @@ def tune_command(
     workdir: Annotated[Path | None, typer.Option(help="Build and keep every candidate's artefact here (default: a "
                                                  "temporary directory, removed).")] = None,
     name: Annotated[str | None, typer.Option(help="Report name: reports/NAME/ (default tune-STEM).")] = None,
-    output_dir: Annotated[Path, typer.Option(help="Where report directories go.")] = Path("reports"),
+    output_dir: OutputDirOpt = Path("reports"),
     force: Annotated[bool, typer.Option(help="Replace an earlier recommendation and report.")] = False,
     plugin: PluginOpt = None,
     fork: ForkOpt = None,

@@ -385,9 +385,6 @@ class Runner:
         if profiling:
             options.enable_profiling = True
             options.profile_file_prefix = str(Path(self.profile_dir.name) / "ort")
-        if not spinning:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.spinning = spinning
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:
