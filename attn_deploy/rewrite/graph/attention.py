@@ -44,8 +44,9 @@ CONTRIB = "com.microsoft"
 # scripts/fused_attention_report.py (reports/fused-attention/, 2 threads, quiet machine): MHSA and ultralytics'
 # AIFI alone at P4 and P5, CGA alone at P4 and P5, and YOLOv8n with each, interleaved with the plain export; a
 # form is kept where it was 5 % faster at one placement at least and slower at none (bench.fused.choice).
-# onnxruntime's MultiHeadAttention: 0.62x MHSA and 0.67x AIFI at P4, 0.88x and 0.95x at P5, within noise inside
-# YOLOv8n. OpenVINO fuses the plain graph itself (every form within noise); CGA's one-head sites ran slower fused.
+# onnxruntime's MultiHeadAttention: 0.59x MHSA and 0.68x AIFI at P4, 0.86x and 0.96x at P5, within noise inside
+# YOLOv8n. OpenVINO fuses the plain graph itself (every form within noise or up to 2 % slower); CGA's one-head
+# sites ran up to 1.16x slower fused.
 FASTER: dict[str, dict[str, tuple[str, ...]]] = {
     "contrib": {"mhsa": ("ort",), "cga": ()},
     "onnx": {"mhsa": (), "cga": ()},
