@@ -179,7 +179,7 @@ def test_the_data_ultralytics_checkpoints_carry_round_trips(tmp_path):
                 **extra}, path)
     assert isinstance(load(path).model, torch.nn.Sequential)
     with torchzip.open_archive(path) as archive:
-        back = unpickler.unpickle(archive.data_pkl, names.Names([], lambda name: None), archive.storage)
+        back, _ = unpickler.unpickle(archive.data_pkl, names.Names([], lambda name: None), archive.storage)
     assert np.array_equal(back["results"], results) and back["windows"] == windows
     assert {k: back[k] for k in extra} == extra
 

@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import AttnDeployError
 from ..files import write_atomic
 from ..models import registry
-from . import names, resolve, torchzip, unpickler
+from . import names, resolve, torchzip, unpickler, values
 from .fork import fork_trees, import_plugin, mounted
 
 TRUST_HINT = ("Only if you trust this file, --trust-checkpoint unpickles it with a plain unpickler, which runs any "
@@ -58,7 +58,7 @@ def _refusal(path: Path, said: str) -> AttnDeployError:
     return AttnDeployError(f"{path} was refused: {said}. Nothing the file chose was run. {TRUST_HINT}")
 
 
-def _check_plan(path: Path, plan: names.Plan) -> None:
+def _check_plan(path: Path, plan: names.Plan, fork: Path | None) -> None:
     """One message for what stops the load before anything is unpickled: refusals first, then missing code."""
     if refused := plan.having("refused"):
         raise _refusal(path, "it names " + "; ".join(f"{n.full}, which {n.why}" for n in refused))
@@ -71,14 +71,15 @@ def _check_plan(path: Path, plan: names.Plan) -> None:
         raise AttnDeployError(f"{path} pickles classes from the fork or plugin code, which did not import:\n  {listed}")
     if unresolved := plan.having("unresolved"):
         listed = "\n  ".join(n.full for n in unresolved)
+        hint = (f"The fork at {fork} defines none of them, under those module paths or by class name: supply them "
+                "with --plugin FILE.py (a file defining classes of the same names)." if fork is not None else
+                "Point at the fork's source with --fork DIR (its repository root), or supply the classes with "
+                "--plugin FILE.py (a file defining classes of the same names).")
         raise AttnDeployError(
-            f"{path} pickles classes that are not available here and match no zoo module:\n  {listed}\n"
-            "Point at the fork's source with --fork DIR (its repository root), or supply the classes with "
-            "--plugin FILE.py (a file defining classes of the same names)."
-        )
+            f"{path} pickles classes that are not available here and match no zoo module:\n  {listed}\n{hint}")
 
 
-def _unpickle_safe(path: Path, by_name: resolve.ByName, plugins: list[ModuleType]) -> object:
+def _unpickle_safe(path: Path, by_name: resolve.ByName, plugins: list[ModuleType], fork: Path | None) -> object:
     try:
         archive = torchzip.open_archive(path)
     except torchzip.NotTorchZip as e:
@@ -91,8 +92,10 @@ def _unpickle_safe(path: Path, by_name: resolve.ByName, plugins: list[ModuleType
         except Exception as e:
             raise AttnDeployError(f"{path} is not a readable PyTorch checkpoint: its data.pkl is truncated or not a "
                                   f"pickle ({type(e).__name__}: {e})") from None
-        _check_plan(path, resolver.plan(found))
-        return unpickler.unpickle(archive.data_pkl, resolver, archive.storage)
+        _check_plan(path, resolver.plan(found), fork)
+        obj, functions = unpickler.unpickle(archive.data_pkl, resolver, archive.storage)
+    values.check_values(obj, functions)
+    return obj
 
 
 class _TrustedUnpickler(pickle.Unpickler):
@@ -119,14 +122,17 @@ def _unpickle_trusted(path: Path, by_name: resolve.ByName) -> object:
     return torch.load(path, map_location="cpu", weights_only=False, pickle_module=pickle_module)
 
 
-def _unpickle(path: Path, by_name: resolve.ByName, plugins: list[ModuleType], trust: bool) -> object:
+def _unpickle(path: Path, by_name: resolve.ByName, plugins: list[ModuleType], trust: bool,
+              fork: Path | None) -> object:
     """The checkpoint's object; every failure, expected or not, becomes one message naming the file."""
     try:
-        return _unpickle_trusted(path, by_name) if trust else _unpickle_safe(path, by_name, plugins)
+        return _unpickle_trusted(path, by_name) if trust else _unpickle_safe(path, by_name, plugins, fork)
     except unpickler.Refused as e:
         raise _refusal(path, f"{e.name} {e.why}") from None
     except AttnDeployError:
         raise
+    except RecursionError:
+        raise AttnDeployError(f"{path} was refused: it nests values too deeply to read") from None
     except Exception as e:
         raise AttnDeployError(f"{path} could not be unpickled: {type(e).__name__}: {e}") from None
 
@@ -189,7 +195,7 @@ def load(path: str | Path, plugins: list[Path] = (), trust: bool = False, yaml: 
     with mounted(fork_trees(fork, plugins)):
         modules = [import_plugin(p) for p in plugins]
         by_name = resolve.ByName(modules)
-        obj = _unpickle(path, by_name, modules, trust)
+        obj = _unpickle(path, by_name, modules, trust, fork)
         try:
             return _prepared(obj, path, yaml, by_name)
         except AttnDeployError:
@@ -201,31 +207,77 @@ def load(path: str | Path, plugins: list[Path] = (), trust: bool = False, yaml: 
 def _prepared(obj: object, path: Path, yaml: Path | None, by_name: resolve.ByName) -> LoadedModel:
     model = _model_from(obj, path, yaml)
     _check_walkable(model, path)
+    left_out = values.drop_inert(model)
+    fields = _fields(model, obj, path)
     model = resolve.rebuild(model).float().eval()
     model.requires_grad_(False)
-    return _describe(model, path, obj, by_name)
+    return LoadedModel(model=model, source=path, resolved=by_name.report(), notes=by_name.notes() + left_out,
+                       **fields)
 
 
-def _describe(model: nn.Module, path: Path, obj: object, by_name: resolve.ByName) -> LoadedModel:
-    labels = getattr(model, "names", None) or {i: str(i) for i in range(getattr(model, "nc", 80))}
-    stride = getattr(model, "stride", torch.tensor([32.0]))
-    train_args = obj.get("train_args") if isinstance(obj, dict) else None
-    return LoadedModel(
-        model=model,
-        source=path,
-        names=dict(labels),
-        stride=int(max(stride)),
-        task=getattr(model, "task", "detect"),
-        imgsz=_pair((train_args or {}).get("imgsz")),
-        resolved=by_name.report(),
-        notes=by_name.notes(),
-    )
+TASKS = ("detect", "segment", "pose", "obb", "classify")
+MAX_FILE_IMGSZ = 4096  # a training size recorded in the file becomes the default export size: bounded
 
 
-def _pair(size: int | list | None) -> tuple[int, int] | None:
-    if isinstance(size, int):
+def _fields(model: nn.Module, obj: object, path: Path) -> dict:
+    """What the tool reads from the file beside the modules, each checked to be the plain type it is read as, so that
+    no method of an object the file chose is called (see ``values``)."""
+    def refuse(said: str) -> AttnDeployError:
+        return AttnDeployError(f"{path} was refused: {said}")
+
+    labels = vars(model).get("names")
+    if labels is None:
+        labels = {i: str(i) for i in range(_count(vars(model).get("nc", 80)))}
+    elif type(labels) in (list, tuple) and all(type(v) is str for v in labels):
+        labels = dict(enumerate(labels))
+    elif not (type(labels) is dict and all(type(k) is int and type(v) is str for k, v in labels.items())):
+        raise refuse("its class names are not a mapping of class ids to strings")
+    task = vars(model).get("task", "detect")
+    if task not in TASKS:
+        raise refuse(f"its task is {task!r}, not one of {', '.join(TASKS)}")
+    if type(vars(model).get("yaml", {})) is not dict:
+        raise refuse("its model yaml is not a dict")
+    return {"names": labels, "stride": _stride(vars(model).get("stride"), refuse), "task": task,
+            "imgsz": _training_size(obj, refuse)}
+
+
+def _count(value: object) -> int:
+    return value if type(value) is int and 0 < value <= 100_000 else 80
+
+
+def _stride(stride: object, refuse) -> int:
+    if stride is None:
+        return 32
+    if type(stride) in (torch.Tensor, nn.Parameter) and stride.numel():
+        largest = float(stride.detach().float().max())
+    elif type(stride) in (int, float) or (type(stride) in (list, tuple) and stride and all(
+            type(s) in (int, float) for s in stride)):
+        largest = float(max(stride) if type(stride) in (list, tuple) else stride)
+    else:
+        raise refuse("its stride is not a tensor or a number")
+    if not 1 <= largest <= 1024 or largest != int(largest):
+        raise refuse(f"its stride {largest} is not a whole number of pixels from 1 to 1024")
+    return int(largest)
+
+
+def _training_size(obj: object, refuse) -> tuple[int, int] | None:
+    args = obj.get("train_args") if type(obj) is dict else None
+    args = vars(args) if type(args) in unpickler.namespaces() else args
+    if type(args) is not dict:
+        return None
+    size = _pair(args.get("imgsz"))
+    if size is not None and not all(0 < s <= MAX_FILE_IMGSZ for s in size):
+        raise refuse(f"it records a training size of {args.get('imgsz')}, beyond the {MAX_FILE_IMGSZ} px this tool "
+                     "accepts from a file")
+    return size
+
+
+def _pair(size: object) -> tuple[int, int] | None:
+    if type(size) is int:
         return (size, size)
-    return tuple(size) if isinstance(size, (list, tuple)) and len(size) == 2 else None
+    if type(size) in (list, tuple) and len(size) == 2 and all(type(s) is int for s in size):
+        return tuple(size)
+    return None
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, imgsz: int = 640) -> Path:

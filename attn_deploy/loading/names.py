@@ -18,8 +18,10 @@ class or a plugin's class (``resolve.py``); if nothing matches it is unresolved.
 
 import importlib
 import inspect
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,7 +30,15 @@ from .unpickler import Refused, is_reviewed
 
 ROOTS = ("torch", "torchvision", "ultralytics", "timm", "einops", "efficientnet_pytorch", "numpy",
          "attn_deploy.models")
-DATA_MODULES = ("builtins", "collections", "pathlib", "types", "argparse", "_codecs")
+DATA_MODULES = ("builtins", "collections", "pathlib", "types", "argparse", "_codecs", "math")
+# Of the roots, the modules a name may make the loader import: those that define model classes. Importing runs a
+# module's top level, and elsewhere that can install or download (ultralytics.trackers calls check_requirements).
+IMPORTABLE = ("torch", "torchvision", "ultralytics.nn", "ultralytics.utils", "timm", "einops", "efficientnet_pytorch",
+              "numpy", "attn_deploy.models")
+# The functions a checkpoint may hold as values (a module's forward may call them): pure tensor and number functions
+# and model code, by the module that defines them. Nothing here reaches a file, the network, a process or a pickle.
+FUNCTION_HOMES = ("torch.functional", "torch.nn.functional", "math", "einops", "ultralytics.nn.modules",
+                  "ultralytics.utils.tal", "timm.layers", "attn_deploy.models")
 
 # Modules whose classes and functions load, download, compile or run things; never imported from a name.
 DENIED_MODULES = (
@@ -138,6 +148,10 @@ class Names:
             return Name(full, "refused", why="is a dunder name (interpreter internals)")
         if under(module, DENIED_MODULES) or _denied_word(module):
             return Name(full, "refused", why=f"lies in {module}, a module that loads, fetches or runs things")
+        if not under(module, IMPORTABLE + self.roots[len(ROOTS):] + DATA_MODULES) and module not in sys.modules:
+            return self._resolved(full) or Name(full, "refused", why=(
+                f"lies in {module}, which does not define model classes; it was not imported (importing runs its "
+                "code)"))
         try:
             obj = importlib.import_module(module)
         except ModuleNotFoundError as e:
@@ -171,6 +185,8 @@ class Names:
     def _judge(self, full: str, module: str, obj: object) -> Name:
         if is_reviewed(obj):
             return Name(full, "allowed", obj)
+        if inspect.isroutine(obj) and not isinstance(obj, np.ufunc):
+            return self._function(full, obj)
         if not under(module, self.roots):
             return Name(full, "refused", why=f"is not among the names of {module} the unpickler rebuilds")
         home = getattr(obj, "__module__", None)
@@ -187,6 +203,25 @@ class Names:
                 return Name(full, "refused", why=f"is a kind of {base.__module__}.{base.__qualname__}, a wrapper "
                             "that loads or fetches models when used")
             return Name(full, "allowed", obj)
-        if inspect.isroutine(obj) or isinstance(obj, (np.ufunc, torch.dtype, torch.layout, torch.memory_format)):
+        if isinstance(obj, (np.ufunc, torch.dtype, torch.layout, torch.memory_format)):
             return Name(full, "allowed", obj)
         return Name(full, "refused", why="is neither a class, a function nor a dtype")
+
+    def _function(self, full: str, obj: object) -> Name:
+        """A function the file holds as a value: only the reviewed pure ones, since the tool may call what it holds."""
+        home = getattr(obj, "__module__", None) or ""
+        word = _denied_word(full) or _denied_word(f"{home}.{getattr(obj, '__qualname__', '')}")
+        pure = home == "torch" or under(home, FUNCTION_HOMES + self.roots[len(ROOTS):]) or self._is_fork(home)
+        if pure and not word:
+            return Name(full, "allowed", obj)
+        return Name(full, "refused", why=f"is a function of {home or 'unknown origin'}; a checkpoint may hold only "
+                    "reviewed pure functions (torch tensor ops, torch.nn.functional, einops, math, model code)")
+
+    @staticmethod
+    def _is_fork(home: str) -> bool:
+        """A module under ``ultralytics.`` that the user's --fork tree provides (their own code, run as theirs)."""
+        import ultralytics
+
+        origin = getattr(getattr(sys.modules.get(home), "__spec__", None), "origin", None)
+        stock = Path(ultralytics.__file__).parent
+        return under(home, ("ultralytics",)) and bool(origin) and not Path(origin).resolve().is_relative_to(stock)

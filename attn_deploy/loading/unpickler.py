@@ -21,7 +21,9 @@ only resolves.
 import _codecs
 import _compat_pickle
 import argparse
+import builtins
 import collections
+import enum
 import functools
 import io
 import math
@@ -52,8 +54,20 @@ ULTRALYTICS_ATTRIBUTES = ("i", "f", "type", "np")
 _MAPPINGS = (dict, collections.OrderedDict)
 
 
+MAX_KEY_PARTS = 10_000  # a tuple of tuples is hashed and compared part by part: a 192-byte DAG can hold 2**64
+
+
 def _plain(value) -> bool:
-    return type(value) in _PLAIN or (type(value) is tuple and all(_plain(v) for v in value))
+    """A plain value or a tuple of them, with at most MAX_KEY_PARTS parts counted as hashing would visit them."""
+    stack, parts = [value], 0
+    while stack:
+        item = stack.pop()
+        parts += 1
+        if parts > MAX_KEY_PARTS or (type(item) not in _PLAIN and type(item) is not tuple):
+            return False
+        if type(item) is tuple:
+            stack.extend(item)
+    return True
 
 
 def _arity(name: str, args: tuple, least: int, most: int) -> tuple:
@@ -124,8 +138,8 @@ def _empty(unpickler, func, args: tuple):
 
 def _set(unpickler, func, args: tuple):
     (items,) = _arity("set", args, 1, 1)
-    _check(type(items) in (list, tuple) and all(_plain(v) for v in items), "set", "is given items that are not plain")
-    return func(items)
+    _check(type(items) in (list, tuple), "set", "is given items that are not a list")
+    return func(unpickler.checked_key(v, items) for v in items)
 
 
 def _latin1(unpickler, func, args: tuple):
@@ -203,13 +217,56 @@ def _state_dict_metadata(mapping: collections.OrderedDict, state) -> None:
 
 
 def _namespace_state(namespace, state) -> None:
+    name = type(namespace).__qualname__
     _check(type(state) in _MAPPINGS and all(type(k) is str and not k.startswith("__") for k in state),
-           type(namespace).__qualname__, "is given a state that is not a dict of plain attribute names")
+           name, "is given a state that is not a dict of plain attribute names")
+    shadowing = sorted(k for k in state if _descriptor(type(namespace), k) is not None)
+    _check(not shadowing, name, f"is given attributes {shadowing} that would replace its own methods of those names")
     namespace.__dict__.update(state)
 
 
+def _method_lookup(unpickler: "RestrictedUnpickler", func, args: tuple):
+    """``getattr(cls_or_module, name)`` as pickle writes a method held as an attribute (``self.detect = Detect.forward``,
+    ``self.forward = self.forward_split_cat``): rebuilt as the lookup of a plain function the class defines, never
+    by running getattr (which would run properties and ``__getattr__``)."""
+    name = "builtins.getattr"
+    target, attribute = _arity(name, args, 2, 2)
+    _check(type(attribute) is str and attribute.isidentifier() and not attribute.startswith("__"), name,
+           f"is asked for {attribute!r}, which is not a method name")
+    cls = target if isinstance(target, type) else type(target)
+    _check(unpickler.may_bind(target), name, f"is asked for {attribute!r} of {unpickler.name_of(target)}, which is "
+           "neither a module class the file names nor a module it created")
+    method = own_method(cls, attribute)
+    _check(method is not None, name, f"is asked for {cls.__qualname__}.{attribute}, which is not a method its class "
+           "defines")
+    unpickler.functions[id(method)] = method
+    return method if target is cls else types.MethodType(method, target)
+
+
+def _enum_member(unpickler, func, args: tuple):
+    """``SomeEnum(value)`` as pickle writes an enum member: rebuilt by looking the value up in the enum's own table."""
+    (member_value,) = _arity(func.__qualname__, args, 1, 1)
+    member = func._value2member_map_.get(member_value) if _plain(member_value) else None
+    _check(member is not None, unpickler.name_of(func), f"has no member of value {member_value!r}")
+    return member
+
+
+class Dropped:
+    """An object of a class that is never created while loading (a loss, a transform), kept as its name only: nothing
+    of it runs, and what held it is left out of the model (see ``checkpoint.drop_inert``)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _discard(dropped: Dropped, state) -> None:
+    """The state of a dropped object: built by the unpickler under its rules like any other, then not kept."""
+
+
 @functools.cache
-def _namespaces() -> tuple[type, ...]:
+def namespaces() -> tuple[type, ...]:
     """The plain namespaces checkpoints carry (train args): created empty, their attributes set from a dict."""
     from ultralytics.utils import IterableSimpleNamespace
 
@@ -230,7 +287,7 @@ def _reviewed_calls() -> dict[int, tuple[object, Rule]]:
         torch.device: _device,
         collections.OrderedDict: _empty,
         types.SimpleNamespace: _empty,
-        _namespaces()[2]: _empty,
+        namespaces()[2]: _empty,
         set: _set,
         frozenset: _set,
         _codecs.encode: _latin1,
@@ -238,6 +295,7 @@ def _reviewed_calls() -> dict[int, tuple[object, Rule]]:
         np.dtype: _dtype,
         _RECONSTRUCT: _reconstruct,
         _SCALAR: _scalar,
+        builtins.getattr: _method_lookup,
     }
     return {id(func): (func, rule) for func, rule in calls.items()}
 
@@ -249,7 +307,7 @@ def _reviewed_rule(obj: object) -> Rule | None:
 
 def is_reviewed(obj: object) -> bool:
     """True for what the unpickler itself knows how to rebuild: the reviewed calls and the namespaces."""
-    return _reviewed_rule(obj) is not None or any(obj is n for n in _namespaces())
+    return _reviewed_rule(obj) is not None or any(obj is n for n in namespaces())
 
 
 @functools.cache
@@ -259,30 +317,82 @@ def _methods(cls: type) -> frozenset[str]:
     return frozenset(k for c in cls.__mro__ for k, v in vars(c).items() if isinstance(v, kinds))
 
 
-def _module_state(cls: type, state) -> None:
+MAX_RNN_LAYERS = 64
+
+
+def _descriptor(cls: type, key: str) -> object:
+    """What ``cls`` defines for ``key`` (the first class in its MRO that does), read without running it."""
+    return next((vars(c)[key] for c in cls.__mro__ if key in vars(c)), None)
+
+
+def own_method(cls: type, name: str) -> types.FunctionType | None:
+    """The plain function ``cls`` (or a base) defines as ``name``, read without running any descriptor."""
+    found = _descriptor(cls, name)
+    return found if type(found) is types.FunctionType else None
+
+
+def _is_own_bound_method(module: nn.Module, value) -> bool:
+    """``self.forward = self.forward_split_cat``: a method of the module's own class, bound to the module itself."""
+    return (type(value) is types.MethodType and value.__self__ is module
+            and own_method(type(module), value.__func__.__name__) is value.__func__)
+
+
+def _module_state(module: nn.Module, state) -> dict:
+    """The state ``module``'s class may set, checked; keys that name a property come back to be set after it."""
+    cls = type(module)
     name = f"{cls.__module__}.{cls.__qualname__}"
     _check(type(state) is dict, name, "is given a state that is not a dict")
+    properties = {}
     for key, value in state.items():
         _check(type(key) is str and not key.startswith("__"), name, f"is given the attribute {key!r}"
                if type(key) is str else "is given an attribute whose name is not a string")
         if "hooks" in key:
             _check(type(value) in (*_MAPPINGS, set) and not value, name, f"carries {key}, which would be called later")
-        _check(key not in _methods(cls) or key in ULTRALYTICS_ATTRIBUTES, name,
+        if isinstance(_descriptor(cls, key), property):
+            properties[key] = value
+            continue
+        _check(key not in _methods(cls) or key in ULTRALYTICS_ATTRIBUTES or _is_own_bound_method(module, value), name,
                f"is given an attribute {key!r} that would replace its method of that name")
+    # Module.__call__ calls _compiled_call_impl when it is set: it stays the class's (None).
+    _check(state.get("_compiled_call_impl") is None, name, "is given _compiled_call_impl, which every call would run")
+    registered = set()
     for key, kinds in (("_modules", nn.Module), ("_parameters", torch.Tensor), ("_buffers", torch.Tensor)):
         held = state.get(key, {})
         _check(type(held) in _MAPPINGS and all(v is None or isinstance(v, kinds) for v in held.values()), name,
                f"is given {key} holding something other than {kinds.__name__}s")
+        registered.update(held)
+    if issubclass(cls, nn.RNNBase):
+        # torch's RNN __setstate__ loops over num_layers: bounded, and it must match the weights it names.
+        layers = state.get("num_layers")
+        _check(type(layers) is int and 1 <= layers <= MAX_RNN_LAYERS, name,
+               f"is given num_layers={layers!r}, beyond the {MAX_RNN_LAYERS} this loader rebuilds")
+    shadowing = sorted(k for k in registered if k in state)
+    _check(not shadowing, name, f"is given attributes {shadowing} that would hide its submodules, parameters or "
+           "buffers of those names")
+    return {k: state.pop(k) for k in list(properties)}
 
 
-def _einops_state(cls: type, state) -> None:
+def _set_properties(module: nn.Module, properties: dict) -> None:
+    """Older ultralytics kept plain attributes (``end2end``) that today's classes compute as properties: a plain value
+    goes through the class's own setter, as its ``__init__`` would set it; a property without a setter ignores it."""
+    cls = type(module)
+    for key, value in properties.items():
+        setter = _descriptor(cls, key).fset
+        _check(_plain(value), f"{cls.__module__}.{cls.__qualname__}", f"is given {key!r}, a property of its class, "
+               "as something other than a plain value")
+        if setter is not None:
+            setter(module, value)
+
+
+def _einops_state(module: nn.Module, state) -> dict:
     # einops layers rebuild themselves from the pattern (a string parsed, nothing imported or read). Reduce's
     # reduction may be a callable in einops; here only a named one ("mean", "max", ...).
     _check(type(state) is dict and set(state) - {"reduction"} == {"pattern", "axes_lengths"}
            and type(state["pattern"]) is str and type(state.get("reduction", "")) is str
            and type(state["axes_lengths"]) is dict
            and all(type(k) is str and type(v) is int for k, v in state["axes_lengths"].items()),
-           cls.__qualname__, "is given a state other than a pattern, a named reduction and axis lengths")
+           type(module).__qualname__, "is given a state other than a pattern, a named reduction and axis lengths")
+    return {}
 
 
 # State setters reviewed beyond nn.Module's own and torch.nn's (which fill defaults for attributes
@@ -294,7 +404,7 @@ _REVIEWED_SETSTATE = {
 }
 
 
-def state_rule(cls: type) -> Callable[[type, object], None] | None:
+def state_rule(cls: type) -> Callable[[nn.Module, object], dict] | None:
     """How ``cls``'s saved state is checked before its own ``__setstate__`` sets it; None when it is not reviewed."""
     setstate = getattr(cls, "__setstate__", None)
     home = getattr(setstate, "__module__", "") or ""
@@ -303,10 +413,13 @@ def state_rule(cls: type) -> Callable[[type, object], None] | None:
     return _REVIEWED_SETSTATE.get(f"{home}.{getattr(setstate, '__qualname__', '')}")
 
 
+NOT_A_MODULE = "only torch modules and plain namespaces are created while loading"
+
+
 def construction_problem(cls) -> str | None:
     """Why ``cls`` may not be created empty and given its saved state; None when it may."""
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        return "only torch modules and plain namespaces are created while loading"
+        return NOT_A_MODULE
     if cls.__new__ is not object.__new__:
         return "it has its own __new__"
     if state_rule(cls) is None:
@@ -337,6 +450,7 @@ def globals_in(data: bytes) -> list[tuple[str, str]]:
         elif op.name == "STACK_GLOBAL" and len(recent) >= 2 and all(type(s) is str for s in recent[-2:]):
             found.append(_compat(recent[-2], recent[-1], proto))
         elif op.name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+            _check(op.name == "MEMOIZE" or 0 <= arg < MAX_MEMO_INDEX, "a memo index", "is out of range")
             memo[len(memo) if op.name == "MEMOIZE" else arg] = recent[-1] if recent else None
         if op.name in ("GET", "BINGET", "LONG_BINGET"):
             recent.append(memo.get(arg))
@@ -347,6 +461,9 @@ def globals_in(data: bytes) -> list[tuple[str, str]]:
         del recent[:-2]
     return list(dict.fromkeys(found))
 
+
+MAX_SAME_HASH = 64
+MAX_MEMO_INDEX = 1 << 31
 
 Resolve = Callable[[str, str], object]
 Storage = Callable[[type, str, int], torch.storage.TypedStorage]
@@ -363,6 +480,9 @@ class RestrictedUnpickler(pickle._Unpickler):
         self.names: dict[int, str] = {}  # id of each object find_class returned -> the name the file used
         self.storages: dict[int, object] = {}
         self.awaiting_state: dict[int, tuple[object, Callable]] = {}  # objects BUILD may set, once each
+        self.functions: dict[int, object] = {}  # the functions the file may hold: resolved, or its classes' methods
+        self.created: dict[int, nn.Module] = {}  # the modules this unpickler created, which getattr may bind
+        self.key_hashes: dict[tuple[int, int], int] = {}  # per container and hash bucket, how many keys share it (see add_key)
 
     # -- names and storages
 
@@ -370,6 +490,8 @@ class RestrictedUnpickler(pickle._Unpickler):
         module, name = _compat(module, name, self.proto)
         obj = self.resolve(module, name)
         self.names[id(obj)] = f"{module}.{name}"
+        if callable(obj) and not isinstance(obj, type):
+            self.functions[id(obj)] = obj
         return obj
 
     def name_of(self, obj: object) -> str:
@@ -390,15 +512,40 @@ class RestrictedUnpickler(pickle._Unpickler):
     def owns_storage(self, storage) -> bool:
         return self.storages.get(id(storage)) is storage
 
+    def may_bind(self, target: object) -> bool:
+        """Whether getattr may look a method up on ``target``: a module class the file named, or a module it created."""
+        if isinstance(target, type):
+            return id(target) in self.names and issubclass(target, nn.Module)
+        return self.created.get(id(target)) is target
+
+    def checked_key(self, key: object, owner: object) -> object:
+        """``key`` once it is known that hashing it is cheap and that few keys of ``owner`` (the dict or set it goes
+        into) share its hash, so that no dict takes quadratic time to build."""
+        _check(_plain(key) or isinstance(key, (torch.dtype, torch.device)), "a dictionary or set key",
+               f"is an object of type {type(key).__qualname__} or a tuple too large to hash quickly")
+        # Buckets are ints below 2**61 - 1, which hash to themselves: this count itself cannot collide.
+        bucket = (id(owner), hash(key) & ((1 << 60) - 1))
+        self.key_hashes[bucket] = self.key_hashes.get(bucket, 0) + 1
+        _check(self.key_hashes[bucket] <= MAX_SAME_HASH, "a dictionary or set",
+               f"has over {MAX_SAME_HASH} keys with one hash, which would take quadratic time to build")
+        return key
+
     def expect_state(self, obj: object, apply: Callable) -> None:
         self.awaiting_state[id(obj)] = (obj, apply)
+
+    def load_put(self):
+        index = int(self.readline()[:-1])
+        _check(0 <= index < MAX_MEMO_INDEX, "a memo index", "is out of range")
+        self.memo[index] = self.stack[-1]
+
+    dispatch[pickle.PUT[0]] = load_put
 
     # -- the opcodes that call things
 
     def load_reduce(self):
         args = self.stack.pop()
         func = self.stack[-1]
-        rule = _reviewed_rule(func)
+        rule = _enum_member if isinstance(func, enum.EnumMeta) else _reviewed_rule(func)
         if rule is None:
             made = "constructed by calling it" if isinstance(func, type) else "called"
             raise Refused(self.name_of(func), f"was to be {made} with arguments from the file; a checkpoint may "
@@ -411,20 +558,26 @@ class RestrictedUnpickler(pickle._Unpickler):
     def _new(self, cls, args, kwargs) -> object:
         name = self.name_of(cls)
         _check(args == () and kwargs == {}, name, "was to be constructed with arguments from the file")
-        if any(cls is n for n in _namespaces()):
+        if any(cls is n for n in namespaces()):
             obj = cls.__new__(cls)
             self.expect_state(obj, _namespace_state)
             return obj
         problem = construction_problem(cls)
+        if problem == NOT_A_MODULE:
+            dropped = Dropped(name)
+            self.expect_state(dropped, _discard)
+            return dropped
         _check(problem is None, name, f"was to be constructed, but {problem}")
         obj = object.__new__(cls)
         rule = state_rule(cls)
 
         def set_state(module: nn.Module, state) -> None:
-            rule(cls, state)
+            properties = rule(module, state)
             cls.__setstate__(module, state)
+            _set_properties(module, properties)
 
         self.expect_state(obj, set_state)
+        self.created[id(obj)] = obj
         return obj
 
     def load_newobj(self):
@@ -494,7 +647,8 @@ class RestrictedUnpickler(pickle._Unpickler):
     def load_setitem(self):
         value = self.stack.pop()
         key = self.stack.pop()
-        self._container(_MAPPINGS)[key] = value
+        target = self._container(_MAPPINGS)
+        target[self.checked_key(key, target)] = value
 
     dispatch[pickle.SETITEM[0]] = load_setitem
 
@@ -502,17 +656,32 @@ class RestrictedUnpickler(pickle._Unpickler):
         items = self.pop_mark()
         target = self._container(_MAPPINGS)
         for i in range(0, len(items), 2):
-            target[items[i]] = items[i + 1]
+            target[self.checked_key(items[i], target)] = items[i + 1]
 
     dispatch[pickle.SETITEMS[0]] = load_setitems
 
+    def load_dict(self):
+        items = self.pop_mark()
+        self.append({self.checked_key(items[i], items): items[i + 1] for i in range(0, len(items), 2)})
+
+    dispatch[pickle.DICT[0]] = load_dict
+
+    def load_frozenset(self):
+        items = self.pop_mark()
+        self.append(frozenset(self.checked_key(i, items) for i in items))
+
+    dispatch[pickle.FROZENSET[0]] = load_frozenset
+
     def load_additems(self):
         items = self.pop_mark()
-        self._container((set,)).update(items)
+        target = self._container((set,))
+        target.update(self.checked_key(i, target) for i in items)
 
     dispatch[pickle.ADDITEMS[0]] = load_additems
 
 
-def unpickle(data: bytes, resolve: Resolve, storage: Storage) -> object:
-    """Unpickle ``data``; Refused when the file asks for anything beyond the reviewed rebuilds."""
-    return RestrictedUnpickler(data, resolve, storage).load()
+def unpickle(data: bytes, resolve: Resolve, storage: Storage) -> tuple[object, dict[int, object]]:
+    """Unpickle ``data``; Refused when the file asks for anything beyond the reviewed rebuilds. With it, the
+    functions the file may hold as values (by id), for ``values.check_values``."""
+    unpickler = RestrictedUnpickler(data, resolve, storage)
+    return unpickler.load(), unpickler.functions
