@@ -17,6 +17,7 @@ from .unpickler import Refused
 
 # torch.save's legacy (pre-1.6) format starts with this number, pickled.
 LEGACY_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+ZIP_MAGIC = b"PK\x03\x04"
 
 
 class NotTorchZip(Exception):
@@ -88,6 +89,12 @@ def open_archive(path: Path) -> Archive:
         if _is_legacy(path):
             raise NotTorchZip("it is in torch's legacy (non-zip) format", legacy=True)
         raise NotTorchZip("it is not a zip archive, or it is truncated")
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head != ZIP_MAGIC:
+        # torch.load decides by the first bytes: it would read such a file as a legacy pickle and run it.
+        raise Refused("the file", "is a zip archive behind other data (torch.load would read that data as a "
+                      "legacy pickle): two readers would read it differently")
     try:
         archive = zipfile.ZipFile(path)
     except Exception as e:
@@ -99,7 +106,23 @@ def open_archive(path: Path) -> Archive:
         raise
 
 
+def _check_entries(archive: zipfile.ZipFile) -> None:
+    """One reading only: entries start at the file's start, each name once, every path plainly inside one folder."""
+    infos = archive.infolist()
+    names = [i.filename for i in infos]
+    if len(set(names)) != len(names):
+        raise Refused("the archive", "names an entry twice; readers differ in which one they take")
+    if infos and min(i.header_offset for i in infos) != 0:
+        raise Refused("the archive", "does not start with its first entry: other data lies before it")
+    for name in names:
+        parts = name.split("/")
+        if name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts[:-1]) or parts[-1] in (
+                ".", ".."):
+            raise Refused(f"entry {name!r}", "is not a plain path inside the archive's folder")
+
+
 def _read(archive: zipfile.ZipFile, path: Path) -> Archive:
+    _check_entries(archive)
     pickles = [n for n in archive.namelist() if n.count("/") == 1 and n.endswith("/data.pkl")]
     if len(pickles) != 1:
         raise NotTorchZip(f"it has {len(pickles)} top-level data.pkl entries, not one")

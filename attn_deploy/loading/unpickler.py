@@ -225,14 +225,20 @@ def _namespace_state(namespace, state) -> None:
     namespace.__dict__.update(state)
 
 
+# Methods that load, save, open or run things, even on a model class (load_state_dict, save, register_*_hook).
+METHOD_WORDS = ("load", "save", "open", "write", "hook", "register", "apply", "exec", "eval", "compile", "import",
+                "file", "url", "download", "export", "train", "setattr", "delattr")
+
+
 def _method_lookup(unpickler: "RestrictedUnpickler", func, args: tuple):
     """``getattr(cls_or_module, name)`` as pickle writes a method held as an attribute (``self.detect = Detect.forward``,
     ``self.forward = self.forward_split_cat``): rebuilt as the lookup of a plain function the class defines, never
     by running getattr (which would run properties and ``__getattr__``)."""
     name = "builtins.getattr"
     target, attribute = _arity(name, args, 2, 2)
-    _check(type(attribute) is str and attribute.isidentifier() and not attribute.startswith("__"), name,
-           f"is asked for {attribute!r}, which is not a method name")
+    _check(type(attribute) is str and attribute.isidentifier() and not attribute.startswith("__")
+           and not any(w in attribute.lower() for w in METHOD_WORDS), name,
+           f"is asked for {attribute!r}, which is not a method name or names one that loads, saves or opens things")
     cls = target if isinstance(target, type) else type(target)
     _check(unpickler.may_bind(target), name, f"is asked for {attribute!r} of {unpickler.name_of(target)}, which is "
            "neither a module class the file names nor a module it created")
@@ -402,6 +408,12 @@ _REVIEWED_SETSTATE = {
     "einops.layers.RearrangeMixin.__setstate__": _einops_state,
     "einops.layers.ReduceMixin.__setstate__": _einops_state,
 }
+
+
+def rebuilds_itself(cls: type) -> bool:
+    """Whether ``cls``'s reviewed state setter rebuilds the object from a checked description (einops layers): what
+    else it holds, its own code made, not the file."""
+    return state_rule(cls) is _einops_state
 
 
 def state_rule(cls: type) -> Callable[[nn.Module, object], dict] | None:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .unpickler import Dropped, Refused, namespaces, own_method
+from .unpickler import Dropped, Refused, namespaces, own_method, rebuilds_itself
 
 MAX_VALUES = 5_000_000  # values a full walk of the checkpoint visits, shared ones counted at every path
 MAX_DEPTH = 100  # containers within containers (a module counts as one); deep enough for any model, and recursion-safe
@@ -50,6 +50,8 @@ def _children(node: object) -> Iterator[object]:
         yield from node.values()
     elif type(node) in _CONTAINERS:
         yield from node
+    elif isinstance(node, nn.Module) and rebuilds_itself(type(node)):
+        yield from (vars(node)[k] for k in ("_modules", "_parameters", "_buffers") if k in vars(node))
     else:  # a module or a namespace: its attributes
         yield from vars(node).values()
 
