@@ -73,7 +73,52 @@ CASES = (
     "torch.load nested", "pickle.loads nested", "numpy object array", "numpy object array of calls", "legacy format",
     "no data.pkl", "truncated data.pkl", "huge storage", "fork path beside os.system", "INST constructs",
     "APPENDS calls a method", "forward replaced", "hooks", "attribute walk", "dunder", "state set twice",
+    # Values the tool or torch would call after loading (each function reads a pickle or writes a file when called).
+    "train_args get", "names keys", "namespace shadows its method", "compiled call", "attribute hides submodule",
+    "stride is_floating_point", "forward bound to another module", "getattr load method", "getattr property",
+    "getattr non-module class", "unimported module",
+    # Bounds: each would hang or end in a traceback without them.
+    "LSTM layers", "tuple DAG key", "one-hash keys", "deep list", "huge imgsz", "legacy then zip", "dotdot folder",
 )
+
+
+def namespace(cls: bytes, **attrs: bytes) -> bytes:
+    return new(cls, b"}(" + b"".join(value(k) + v for k, v in attrs.items()) + b"u")
+
+
+def tuple_dag(levels: int) -> bytes:
+    """A tuple whose hash visits 2**levels leaves, in a few bytes: each level holds the one below twice (memo)."""
+    out = value(1) + value(1) + b"\x86q\x800"  # TUPLE2, BINPUT 128, POP
+    for i in range(128, 128 + levels):
+        out += (b"h" + bytes([i])) * 2 + b"\x86q" + bytes([i + 1]) + b"0"  # BINGET i twice, TUPLE2, BINPUT, POP
+    out += b"h" + bytes([128 + levels])
+    return out
+
+
+def legacy_then_zip(root: Path, marker: Path) -> Path:
+    """torch's legacy format (torch.load runs it) with a harmless torch zip after it (which a zip reader finds)."""
+    legacy, harmless = root / "legacy-part.pt", root / "zip-part.pt"
+    torch.save({"model": _System(f"touch {marker}")}, legacy, _use_new_zipfile_serialization=False)
+    torch.save({"model": nn.Identity()}, harmless)
+    both = root / "both.pt"
+    both.write_bytes(legacy.read_bytes() + harmless.read_bytes())
+    return both
+
+
+def dotdot_folder(root: Path) -> Path:
+    source = root / "plain.pt"
+    torch.save({"model": nn.Identity()}, source)
+    target = root / "dotdot.pt"
+    with zipfile.ZipFile(source) as z, zipfile.ZipFile(target, "w") as out:
+        for info in z.infolist():
+            out.writestr("../" + info.filename.partition("/")[2], z.read(info))
+    return target
+
+
+def huge_imgsz(root: Path) -> Path:
+    path = root / "imgsz.pt"
+    torch.save({"model": nn.Sequential(Conv(3, 8, 3, 2)), "train_args": {"imgsz": 16384}}, path)
+    return path
 
 
 class _System:
@@ -151,6 +196,63 @@ def _cases(marker: Path, root: Path) -> dict[str, tuple[bytes | Path, str]]:
         "attribute walk": (checkpoint(model=call(name("torch", "os.system"), touch)), "torch.os.system"),
         "dunder": (checkpoint(model=name("torch", "__builtins__")), "torch.__builtins__"),
         "state set twice": (checkpoint(model=new(IDENTITY, module_state()) + module_state() + b"b"), "Identity"),
+        **_after_loading_cases(),
+        **_bound_cases(marker, root),
+    }
+
+
+STRIP = name("ultralytics.utils.torch_utils", "strip_optimizer")  # reads a file with plain torch.load when called
+SETTINGS = name("ultralytics.utils", "SettingsManager")  # writes a settings file when called
+NAMESPACE = name("types", "SimpleNamespace")
+ITERABLE = name("ultralytics.utils", "IterableSimpleNamespace")
+
+
+def _after_loading_cases() -> dict[str, tuple[bytes, str]]:
+    """Values the tool's later steps (describe, metadata, .float(), forward) would call."""
+    sequential = name("torch.nn.modules.container", "Sequential")
+    conv = name("ultralytics.nn.modules.conv", "Conv")
+    return {
+        "train_args get": (checkpoint(model=new(IDENTITY, module_state()),
+                                      train_args=namespace(NAMESPACE, get=STRIP)), "strip_optimizer"),
+        "names keys": (checkpoint(model=new(IDENTITY, module_state(names=namespace(NAMESPACE, keys=SETTINGS)))),
+                       "SettingsManager"),
+        "namespace shadows its method": (checkpoint(model=new(IDENTITY, module_state()), train_args=namespace(
+            ITERABLE, get=name("torch", "sigmoid"))), "would replace its own methods"),
+        "compiled call": (checkpoint(model=new(IDENTITY, module_state(_compiled_call_impl=name("torch", "sigmoid")))),
+                          "_compiled_call_impl"),
+        "attribute hides submodule": (checkpoint(model=new(sequential, module_state(
+            _modules=b"}" + value("act") + new(IDENTITY, module_state()) + b"s", act=name("torch", "sigmoid")))),
+            "would hide its submodules"),
+        "stride is_floating_point": (checkpoint(model=new(conv, module_state(
+            stride=namespace(NAMESPACE, is_floating_point=name("torch", "sigmoid"))))), "namespace"),
+        "forward bound to another module": (checkpoint(model=new(sequential, module_state(
+            forward=call(name("builtins", "getattr"), new(IDENTITY, module_state()), value("forward"))))),
+            "'forward'"),
+        "getattr load method": (checkpoint(model=new(IDENTITY, module_state(
+            f=call(name("builtins", "getattr"), IDENTITY, value("load_state_dict"))))), "load_state_dict"),
+        "getattr property": (checkpoint(model=new(IDENTITY, module_state(
+            f=call(name("builtins", "getattr"), name("ultralytics.nn.modules.head", "Detect"), value("one2one"))))),
+            "Detect.one2one"),
+        "getattr non-module class": (checkpoint(model=new(IDENTITY, module_state(
+            f=call(name("builtins", "getattr"), SETTINGS, value("update"))))), "SettingsManager"),
+        "unimported module": (checkpoint(model=name("ultralytics.trackers.utils.matching", "linear_assignment")),
+                              "ultralytics.trackers.utils.matching"),
+    }
+
+
+def _bound_cases(marker: Path, root: Path) -> dict[str, tuple[bytes | Path, str]]:
+    """Files whose sizes or shapes would hang the loader or end in a traceback."""
+    lstm = name("torch.nn.modules.rnn", "LSTM")
+    collide = b"}(" + b"".join(value(k * (2**61 - 1)) + value(0) for k in range(1, 200_001)) + b"u"
+    return {
+        "LSTM layers": (checkpoint(model=new(lstm, module_state(num_layers=value(10**12), bidirectional=value(False),
+                                                                _flat_weights_names=value([])))), "num_layers"),
+        "tuple DAG key": (checkpoint(model=b"}" + tuple_dag(64) + value(0) + b"s"), "too large to hash"),
+        "one-hash keys": (checkpoint(model=collide), "keys with one hash"),
+        "deep list": (checkpoint(model=b"]" * 200_000 + b"a" * 199_999), "levels"),
+        "huge imgsz": (huge_imgsz(root), "16384"),
+        "legacy then zip": (legacy_then_zip(root, marker), "two readers would read it differently"),
+        "dotdot folder": (dotdot_folder(root), "not a plain path"),
     }
 
 

@@ -188,3 +188,91 @@ def test_trusted_load_resolves_fork_paths_and_rebuilds_from_the_zoo(fork_checkpo
     loaded = load(fork_checkpoints["simam"], trust=True)
     assert type(loaded.model.model[10]).__module__ == "attn_deploy.models.simam"
     assert f"{FORK_PATH}.SimAM" in loaded.resolved and loaded.notes
+
+
+# -- idioms of real users' files (issue 26): each loads, and what export does not need is left out and said
+
+PARTIAL_CONV = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+
+    class PartialConv(nn.Module):
+        """FasterNet's partial convolution: the forward is chosen in __init__ and held as a bound method."""
+
+        def __init__(self, dim, n_div=4, forward="split_cat"):
+            super().__init__()
+            self.dim_conv3 = dim // n_div
+            self.dim_untouched = dim - self.dim_conv3
+            self.partial_conv3 = nn.Conv2d(self.dim_conv3, self.dim_conv3, 3, 1, 1, bias=False)
+            self.forward = self.forward_split_cat if forward == "split_cat" else self.forward_slicing
+
+        def forward_slicing(self, x):
+            x = x.clone()
+            x[:, :self.dim_conv3] = self.partial_conv3(x[:, :self.dim_conv3])
+            return x
+
+        def forward_split_cat(self, x):
+            x1, x2 = torch.split(x, [self.dim_conv3, self.dim_untouched], dim=1)
+            return torch.cat((self.partial_conv3(x1), x2), 1)
+''')
+
+
+def test_a_forward_chosen_in_init_loads_as_the_bound_method(tmp_path):
+    from attn_deploy.loading import import_plugin
+
+    plugin = tmp_path / "fasternet_blocks.py"
+    plugin.write_text(PARTIAL_CONV)
+    blocks = import_plugin(plugin)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), blocks.PartialConv(8))
+    path = tmp_path / "partial.pt"
+    torch.save({"model": model}, path)
+    x = torch.randn(1, 3, 16, 16)
+    loaded = load(path, plugins=[plugin]).model
+    block = loaded[1]
+    assert block.forward.__func__ is type(block).forward_split_cat and block.forward.__self__ is block
+    torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_a_head_holding_detect_forward_loads_as_that_function(tmp_path):
+    """ultralytics 8.0/8.1 segment, pose and OBB heads kept ``self.detect = Detect.forward`` (pickled as getattr)."""
+    from ultralytics.nn.modules.head import Detect
+
+    model = build_detector("simam")
+    head = model.model[-1]
+    head.detect = Detect.forward
+    path = tmp_path / "held.pt"
+    save_checkpoint(model, path)
+    with torchzip.open_archive(path) as archive:
+        assert ("builtins", "getattr") in unpickler.globals_in(archive.data_pkl)
+    assert load(path).model.model[-1].detect is Detect.forward
+
+
+@pytest.mark.parametrize("end2end", [False, True])
+def test_end2end_kept_as_an_attribute_goes_through_todays_property(tmp_path, end2end):
+    """8.2/8.3 kept ``end2end`` in the head's __dict__; today's Detect computes it as a property."""
+    model = ultralytics.nn.tasks.DetectionModel("yolov10n.yaml", verbose=False)
+    head = model.model[-1]
+    vars(head).pop("_end2end", None)
+    vars(head)["end2end"] = end2end
+    path = tmp_path / "v10.pt"
+    save_checkpoint(model, path, imgsz=64)
+    loaded = load(path).model.model[-1]
+    assert "end2end" not in vars(loaded) and loaded.end2end is end2end
+
+
+def test_criterion_and_transforms_are_left_out_and_said(tmp_path):
+    from ultralytics.data.augment import classify_transforms
+
+    model = build_detector("simam")
+    model.args = IterableSimpleNamespace(box=7.5, cls=0.5, dfl=1.5)
+    model.criterion = model.init_criterion()
+    model.transforms = classify_transforms(64)
+    path = tmp_path / "mid-training.pt"
+    save_checkpoint(model, path)
+    loaded = load(path)
+    assert not hasattr(loaded.model, "criterion") and not hasattr(loaded.model, "transforms")
+    said = " ".join(loaded.notes)
+    assert "model.criterion (ultralytics.utils.loss.v8DetectionLoss) was left out" in said
+    assert "model.transforms (torchvision.transforms.transforms.Compose) was left out" in said

@@ -226,8 +226,8 @@ def _namespace_state(namespace, state) -> None:
 
 
 # Methods that load, save, open or run things, even on a model class (load_state_dict, save, register_*_hook).
-METHOD_WORDS = ("load", "save", "open", "write", "hook", "register", "apply", "exec", "eval", "compile", "import",
-                "file", "url", "download", "export", "train", "setattr", "delattr")
+METHOD_WORDS = ("load", "save", "open", "write", "hook", "register", "apply", "exec", "compile", "import",
+                "file", "url", "download", "export", "setattr", "delattr")
 
 
 def _method_lookup(unpickler: "RestrictedUnpickler", func, args: tuple):
