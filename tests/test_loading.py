@@ -276,3 +276,22 @@ def test_criterion_and_transforms_are_left_out_and_said(tmp_path):
     said = " ".join(loaded.notes)
     assert "model.criterion (ultralytics.utils.loss.v8DetectionLoss) was left out" in said
     assert "model.transforms (torchvision.transforms.transforms.Compose) was left out" in said
+
+
+def test_tensor_functions_held_as_values_load_and_file_readers_do_not(tmp_path):
+    """torch.sigmoid pickles as getattr(torch._C._VariableFunctionsClass, 'sigmoid'), F.gelu under torch._C._nn."""
+    import einops
+    import torch.nn.functional as F
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1))
+    model.gate, model.act, model.join, model.windows = torch.sigmoid, F.gelu, torch.cat, einops.rearrange
+    path = tmp_path / "functions.pt"
+    torch.save({"model": model}, path)
+    loaded = load(path).model
+    assert (loaded.gate, loaded.act, loaded.join, loaded.windows) == (torch.sigmoid, F.gelu, torch.cat,
+                                                                      einops.rearrange)
+    for reader in (torch.from_file, ultralytics.nn.tasks.torch_safe_load, np.load):
+        model.gate = reader
+        torch.save({"model": model}, path)
+        with pytest.raises(AttnDeployError, match="was refused"):
+            load(path)

@@ -37,8 +37,8 @@ IMPORTABLE = ("torch", "torchvision", "ultralytics.nn", "ultralytics.utils", "ti
               "numpy", "attn_deploy.models")
 # The functions a checkpoint may hold as values (a module's forward may call them): pure tensor and number functions
 # and model code, by the module that defines them. Nothing here reaches a file, the network, a process or a pickle.
-FUNCTION_HOMES = ("torch.functional", "torch.nn.functional", "math", "einops", "ultralytics.nn.modules",
-                  "ultralytics.utils.tal", "timm.layers", "attn_deploy.models")
+FUNCTION_HOMES = ("torch.functional", "torch.nn.functional", "torch._C._nn", "math", "einops", "ultralytics.nn.modules",
+                  "ultralytics.utils.tal", "timm.layers", "efficientnet_pytorch", "attn_deploy.models")
 
 # Modules whose classes and functions load, download, compile or run things; never imported from a name.
 DENIED_MODULES = (

@@ -239,6 +239,8 @@ def _method_lookup(unpickler: "RestrictedUnpickler", func, args: tuple):
     _check(type(attribute) is str and attribute.isidentifier() and not attribute.startswith("__")
            and not any(w in attribute.lower() for w in METHOD_WORDS), name,
            f"is asked for {attribute!r}, which is not a method name or names one that loads, saves or opens things")
+    if target is torch._C._VariableFunctionsClass:  # how pickle writes torch.sigmoid, torch.cat, ...
+        return _tensor_function(unpickler, attribute)
     cls = target if isinstance(target, type) else type(target)
     _check(unpickler.may_bind(target), name, f"is asked for {attribute!r} of {unpickler.name_of(target)}, which is "
            "neither a module class the file names nor a module it created")
@@ -249,10 +251,20 @@ def _method_lookup(unpickler: "RestrictedUnpickler", func, args: tuple):
     return method if target is cls else types.MethodType(method, target)
 
 
+def _tensor_function(unpickler: "RestrictedUnpickler", attribute: str):
+    """``torch.<attribute>``, a tensor op, as the file may hold it (the names that read files are refused above)."""
+    held = vars(torch._C._VariableFunctionsClass).get(attribute)
+    _check(type(held) is staticmethod, "builtins.getattr", f"is asked for torch.{attribute}, which is not a tensor op")
+    function = held.__func__
+    unpickler.functions[id(function)] = function
+    return function
+
+
 def _enum_member(unpickler, func, args: tuple):
     """``SomeEnum(value)`` as pickle writes an enum member: rebuilt by looking the value up in the enum's own table."""
     (member_value,) = _arity(func.__qualname__, args, 1, 1)
-    member = func._value2member_map_.get(member_value) if _plain(member_value) else None
+    members = vars(func).get("_value2member_map_", {})  # read from the class itself: no descriptor runs
+    member = members.get(member_value) if _plain(member_value) and type(members) is dict else None
     _check(member is not None, unpickler.name_of(func), f"has no member of value {member_value!r}")
     return member
 
@@ -494,7 +506,7 @@ class RestrictedUnpickler(pickle._Unpickler):
         self.awaiting_state: dict[int, tuple[object, Callable]] = {}  # objects BUILD may set, once each
         self.functions: dict[int, object] = {}  # the functions the file may hold: resolved, or its classes' methods
         self.created: dict[int, nn.Module] = {}  # the modules this unpickler created, which getattr may bind
-        self.key_hashes: dict[tuple[int, int], int] = {}  # per container and hash bucket, how many keys share it (see add_key)
+        self.key_hashes: dict[tuple[int, int], int] = {}  # keys per (container, hash bucket): see checked_key
 
     # -- names and storages
 
