@@ -215,7 +215,6 @@ def _prepared(obj: object, path: Path, yaml: Path | None, by_name: resolve.ByNam
                        **fields)
 
 
-TASKS = ("detect", "segment", "pose", "obb", "classify")
 MAX_FILE_IMGSZ = 4096  # a training size recorded in the file becomes the default export size: bounded
 
 
@@ -233,8 +232,8 @@ def _fields(model: nn.Module, obj: object, path: Path) -> dict:
     elif not (type(labels) is dict and all(type(k) is int and type(v) is str for k, v in labels.items())):
         raise refuse("its class names are not a mapping of class ids to strings")
     task = vars(model).get("task", "detect")
-    if task not in TASKS:
-        raise refuse(f"its task is {task!r}, not one of {', '.join(TASKS)}")
+    if type(task) is not str or not task.isidentifier() or len(task) > 32:
+        raise refuse("its task is not a short name")
     if type(vars(model).get("yaml", {})) is not dict:
         raise refuse("its model yaml is not a dict")
     return {"names": labels, "stride": _stride(vars(model).get("stride"), refuse), "task": task,
