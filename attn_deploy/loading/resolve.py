@@ -1,6 +1,7 @@
 """Resolution by name: a class pickled under a path that does not exist here, matched by its name.
 
-A plugin's class of that name is used as it is (it is the user's own code). A zoo class stands in
+A plugin's class of that name is used as it is (it is the user's own code), then a class the mounted
+fork defines in its copy of a stock file or under another path (``fork.find_class``). A zoo class stands in
 for the fork's: the unpickler first creates a ``Pickled`` holder with the saved state, and
 ``rebuild`` then replaces it with a fresh zoo module built from ``config_from`` and loaded with the
 saved parameters, so nothing of the fork object (its attribute names, its ``__dict__``) is adopted.
@@ -14,6 +15,7 @@ from torch import nn
 from ..errors import AttnDeployError
 from ..models import PUBLISHED_NAMES
 from ..models.structure import fit_problem
+from .fork import find_class
 from .unpickler import ULTRALYTICS_ATTRIBUTES
 
 
@@ -36,15 +38,18 @@ class ByName:
     """Finds the zoo or plugin object a missing pickled name stands for, and remembers what it resolved."""
 
     def __init__(self, plugins: list[ModuleType]):
-        self.published = dict(PUBLISHED_NAMES)
-        for plugin in plugins:
-            self.published.update({k: v for k, v in vars(plugin).items()
-                                   if getattr(v, "__module__", None) == plugin.__name__})
+        self.plugins = {k: v for plugin in plugins for k, v in vars(plugin).items()
+                        if getattr(v, "__module__", None) == plugin.__name__}
         self.resolved: dict[str, object] = {}
+        self.in_fork: dict[str, str] = {}  # pickled name -> how the mounted fork supplied it
         self._holders: dict[str, type[Pickled]] = {}
 
     def __call__(self, full: str) -> object | None:
-        target = self.published.get(full.rpartition(".")[2])
+        name = full.rpartition(".")[2]
+        target = self.plugins.get(name)
+        if target is None and (found := find_class(full)) is not None:
+            target, self.in_fork[full] = found.obj, found.note(full)
+        target = target or PUBLISHED_NAMES.get(name)
         if target is None:
             return None
         self.resolved[full] = target
@@ -58,7 +63,7 @@ class ByName:
         return {name: _qualified(target) for name, target in self.resolved.items()}
 
     def notes(self) -> list[str]:
-        return [f"{name} was rebuilt as the zoo's {_qualified(target)}: the reference for parity is the zoo's "
+        return list(self.in_fork.values()) + [f"{name} was rebuilt as the zoo's {_qualified(target)}: the reference for parity is the zoo's "
                 "published form of it, not the fork's own code (--fork DIR checks against that)"
                 for name, target in self.resolved.items() if _is_zoo_class(target)]
 
