@@ -57,6 +57,19 @@ def test_corpus_file_loads_and_exports_with_parity(row, tmp_path):
         assert report.detections and all(d.recall is not None and d.recall > 0.9 for d in report.detections)
 
 
+def test_compat_fixes_what_old_files_lack_and_says_each_fix_once():
+    model = load(CORPUS / "ul8.0-detect.pt").model
+    del model.stride
+    upsample = next(m for m in model.modules() if isinstance(m, nn.Upsample))
+    del upsample.recompute_scale_factor
+    fixes = compat.apply(model)
+    assert [f.split()[0] for f in fixes] == ["task", "stride", "1"] and model.task == "detect"
+    assert model.stride.tolist() == [32.0] and upsample.recompute_scale_factor is None
+    assert compat.apply(model) == []
+    with torch.no_grad():
+        model(torch.rand(1, 3, *IMGSZ))
+
+
 # Fork-style variants of the idioms real forks use, as a fork's source tree written here: each checkpoint is saved
 # from inside the mounted tree, then loaded with --fork and exported with parity.
 NOT_RUN = "raise RuntimeError('this __init__.py must not run')\n"
@@ -264,6 +277,7 @@ def test_fork_idiom_loads_with_fork_and_exports_with_parity(fork, idiom, tmp_pat
     notes = " ".join(loaded.notes)
     assert ("found by class name in the fork's" in notes) == ("moved" in idiom)
     assert ("fork's copy of a stock file" in notes) == ("appended" in idiom)
+    assert "timm.models.layers.weight_init" not in sys.modules  # timm 0.x names live only while the fork is mounted
     built = export(loaded, tmp_path / "fork.onnx", OnnxOptions(imgsz=IMGSZ, simplify=False))
     report = verify_export(built.path, loaded, detections=Detections(conf=0.0))
     assert report.passed, report.worst()
