@@ -1,8 +1,8 @@
 """README.md and docs/ against the code: the generated CLI reference, the commands they show, their links."""
 
+import importlib.metadata
 import importlib.util
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -110,9 +110,9 @@ def test_readme_commands_are_what_ci_runs_and_what_installs_the_demo():
     venv = ci_line.split(" && pip install")[0]
     assert demo == f"{venv} && pip install . && attn-deploy demo"
     assert "demo" in options_by_command()
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    assert project["scripts"]["attn-deploy"] == "attn_deploy.cli:main"
-    assert "test" in project["optional-dependencies"]
+    scripts = importlib.metadata.entry_points(group="console_scripts", name="attn-deploy")
+    assert [script.value for script in scripts] == ["attn_deploy.cli:main"]
+    assert "test" in importlib.metadata.metadata("attn-deploy").get_all("Provides-Extra")
 
 
 def links(page: Path) -> list[str]:
