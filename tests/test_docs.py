@@ -130,6 +130,15 @@ def test_relative_links_reach_a_file_and_heading(page):
             assert path.suffix == ".md" and anchor in anchors(path), f"{page.name}: {target}: no such heading"
 
 
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_repository_paths_named_exist(page):
+    """``attn_deploy/...``, ``scripts/...``, ``tests/...`` and ``reports/...`` in code, placeholders (STEM) aside."""
+    named = {word for code in code_of(page.read_text(encoding="utf-8")) for word in code.split()
+             if re.fullmatch(r"(attn_deploy|scripts|tests|reports)/[a-z0-9_./-]*", word)}
+    missing = sorted(word for word in named if not (ROOT / word).exists())
+    assert not missing, f"{page.name} names missing paths {missing}"
+
+
 def test_slugs_follow_github():
     assert slug("Tune: the fastest artefact that passes") == "tune-the-fastest-artefact-that-passes"
     assert slug("Accuracy (mAP) parity") == "accuracy-map-parity"
