@@ -35,14 +35,13 @@ IMGSZ, SEED = 64, 0
 MID_TRAINING = ("8.0", "8.3")  # versions whose segment last.pt is kept too: 8.0 saves the trained model beside the EMA
 
 
-def family(version: str) -> tuple[str, str]:
-    """The YAML folder and model family: YOLO11 for today's release, YOLOv8 before (8.3's YOLO11 cannot be this
-    narrow: its C2PSA attention gives a layer under 128 channels no heads)."""
-    return ("11", "yolo11") if version == "8.4" else ("v8", "yolov8")
-
-
-def tasks_of(version: str) -> tuple[str, ...]:
-    return tuple(t for t in TASKS if t != "obb" or version != "8.0")  # OBB arrived in 8.1
+def families(version: str) -> list[tuple[str, str, tuple[str, ...]]]:
+    """The YAML folder, model family and tasks saved: YOLO11 (and YOLO26 detect, end-to-end) for today's release,
+    YOLOv8 before (8.3's YOLO11 cannot be this narrow: its C2PSA attention gives a layer under 128 channels no
+    heads). OBB arrived in 8.1."""
+    if version == "8.4":
+        return [("11", "yolo11", TASKS), ("26", "yolo26", ("detect",))]
+    return [("v8", "yolov8", tuple(t for t in TASKS if t != "obb" or version != "8.0"))]
 
 
 def read_results(path: Path) -> dict[str, list]:
@@ -78,13 +77,12 @@ def stand_in(name: str, **attributes) -> None:
         sys.modules[name] = module
 
 
-def build(task: str, version: str):
+def build(task: str, folder: str, stem: str):
     """A seeded model of ``task`` from that version's own YAML, norms settled on random images."""
     import torch
     from ultralytics.nn import tasks as ul_tasks
     from ultralytics.nn.tasks import yaml_model_load
 
-    folder, stem = family(version)
     cfg = yaml_model_load(Path(ul_tasks.__file__).parents[1] / "cfg/models" / folder / f"{stem}{SUFFIX[task]}.yaml")
     cfg.update(nc=len(NAMES), scales={"n": SCALE}, scale="n")
     if task != "classify":
@@ -126,19 +124,19 @@ def trainer_for(model, task: str, run: Path, mid_training: bool):
     return trainer
 
 
-def save(task: str, version: str, out: Path, run: Path, mid_training: bool) -> list[dict]:
+def save(task: str, version: str, family: tuple[str, str], out: Path, run: Path, mid_training: bool) -> list[dict]:
     """Save ``task``'s model through the version's ``save_model``: best.pt stripped, and last.pt where asked."""
     from ultralytics.engine.trainer import BaseTrainer
     from ultralytics.utils.torch_utils import strip_optimizer
 
-    model = build(task, version)
+    model = build(task, *family)
     if task == "classify" and version >= "8.3":
         from ultralytics.data.augment import classify_transforms
 
         model.transforms = classify_transforms(IMGSZ)  # as ClassificationTrainer sets it from its data set
     trainer = trainer_for(model, task, run, mid_training)
     BaseTrainer.save_model(trainer)
-    stem = f"ul{version}-{task}"
+    stem = f"ul{version}-{task}" if family[1] != "yolo26" else f"ul{version}-yolo26-{task}"
     best = out / f"{stem}.pt"
     strip_optimizer(trainer.best, str(best))
     written = [{"file": best.name, "kind": "best.pt (strip_optimizer)"}]
@@ -158,10 +156,12 @@ def worker(version: str, out: Path) -> None:
     torch.set_num_threads(1)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for task in tasks_of(version):
-            for row in save(task, version, out, Path(tmp) / task, mid_training=task == "segment" and version in MID_TRAINING):
-                rows.append({**row, "version": version, "saved_by": ultralytics.__version__, "task": task,
-                             "family": family(version)[1]})
+        for folder, stem, tasks in families(version):
+            for task in tasks:
+                mid_training = task == "segment" and version in MID_TRAINING
+                for row in save(task, version, (folder, stem), out, Path(tmp) / stem / task, mid_training):
+                    rows.append({**row, "version": version, "saved_by": ultralytics.__version__, "task": task,
+                                 "family": stem})
     print(json.dumps(rows))
 
 
