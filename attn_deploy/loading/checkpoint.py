@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import AttnDeployError
 from ..files import write_atomic
 from ..models import registry
-from . import names, resolve, torchzip, unpickler, values
+from . import compat, names, resolve, torchzip, unpickler, values
 from .fork import fork_trees, import_plugin, mounted
 
 TRUST_HINT = ("Only if you trust this file, --trust-checkpoint unpickles it with a plain unpickler, which runs any "
@@ -208,10 +208,11 @@ def _prepared(obj: object, path: Path, yaml: Path | None, by_name: resolve.ByNam
     model = _model_from(obj, path, yaml)
     _check_walkable(model, path)
     left_out = values.drop_inert(model)
+    fixed = compat.apply(model)
     fields = _fields(model, obj, path)
     model = resolve.rebuild(model).float().eval()
     model.requires_grad_(False)
-    return LoadedModel(model=model, source=path, resolved=by_name.report(), notes=by_name.notes() + left_out,
+    return LoadedModel(model=model, source=path, resolved=by_name.report(), notes=by_name.notes() + left_out + fixed,
                        **fields)
 
 

@@ -17,13 +17,11 @@ def apply(model: nn.Module) -> list[str]:
     return [said for fix in (_task, _stride, _upsample) if (said := fix(model))]
 
 
-def _task(model: nn.Module) -> str | None:
-    head = head_module(model)
-    if "task" in vars(model) or head is None:
-        return None
-    model.task = task_of(model)
-    return (f"task set to {model.task!r} from its {type(head).__name__} head: the file does not "
-            "record it (ultralytics guesses it on load too)")
+def _task(model: nn.Module) -> None:
+    """The task from the head's class. No version stores it in the model, so this fix is not said: it would be said
+    of every file (ultralytics guesses it on load too)."""
+    if "task" not in vars(model) and head_module(model) is not None:
+        model.task = task_of(model)
 
 
 def _stride(model: nn.Module) -> str | None:
