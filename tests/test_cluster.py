@@ -127,10 +127,10 @@ def test_a_failing_job_and_one_over_its_time_get_rows_and_the_run_goes_on(cluste
     jobs = [timing_job({**artefacts, "onnxruntime": broken}, "broken", "onnxruntime"),
             timing_job(artefacts, "too long", "openvino", Budget(0, 1_000_000, 600)),
             timing_job(artefacts, "after it", "openvino")]
-    with dispatch.Cluster(cluster[0].address, timeout_s=8) as joined:
+    with dispatch.Cluster(cluster[0].address, timeout_s=4) as joined:
         results = {r.name: r for r in joined.run(jobs)}
     assert results["broken"].error and results["broken"].node in NODES
-    assert results["too long"].error == "timed out after 8 s" and results["too long"].node == "ov"
+    assert results["too long"].error == "timed out after 4 s" and results["too long"].node == "ov"
     assert results["after it"].error is None and results["after it"].node == "ov"  # a fresh worker took the device
 
 
@@ -139,6 +139,25 @@ def test_the_cli_refuses_a_cluster_address_where_none_listens(artefacts):
                                  "--output-dir", str(artefacts["checkpoint"].parent / "reports")])
     assert result.exit_code == 2 and "no Ray cluster at 127.0.0.1:9" in result.output
     assert "Traceback" not in result.output and not (artefacts["checkpoint"].parent / "reports").exists()
+
+
+def test_node_prints_what_this_machine_offers_and_the_ray_start_line():
+    result = runner.invoke(app, ["node", "--name", "box 1", "--address", "10.0.0.2:6379", "--json"])
+    assert result.exit_code == 0, result.output
+    offer = json.loads(result.stdout)
+    assert offer["node"] == "box-1" and offer["resources"]["dev_cpu"] == 1 and offer["resources"]["attn_node_box-1"]
+    assert {"rt_onnxruntime", "rt_openvino", "rt_torch"} <= set(offer["resources"])
+    assert offer["start"][:4] == ["ray", "start", "--address", "10.0.0.2:6379"]
+    assert json.loads(offer["start"][-1]) == offer["resources"]
+
+
+def test_cpu_features_are_read_from_x86_flags_and_arm_features(tmp_path):
+    x86, arm = tmp_path / "x86", tmp_path / "arm"
+    x86.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile\n")
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp i8mm bf16\nCPU part\t: 0xd0b\n")
+    assert resources.cpu_flags(x86) == ["avx2", "avx512f", "avx512_bf16"]
+    assert resources.cpu_flags(arm) == ["asimd", "asimddp", "bf16", "i8mm"]
+    assert resources.cpu_flags(tmp_path / "absent") == []
 
 
 def test_without_ray_cluster_stops_at_once_naming_the_extra(tmp_path):

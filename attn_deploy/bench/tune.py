@@ -404,8 +404,8 @@ def run(loaded, request: Request, step: Step, progress: Progress | None = None,
         started = time.perf_counter()
         paths, semantics, result.notes = build(loaded, request, work, step)
         cuda = cluster.offers("dev_cuda") if cluster else torch.cuda.is_available()
-        result.notes += [] if cuda else ["torch CUDA candidates not tried: no CUDA device " +
-                                         ("on the cluster" if cluster else "torch sees here")]
+        result.notes += [] if cuda else ["torch CUDA candidates not tried: " + (
+            "no node of the cluster offers a CUDA device" if cluster else "torch sees no CUDA device here")]
         jobs, skipped = plan_jobs(checkpoint, paths, semantics, request, cuda, _cpu_default_precision() != "fp32")
         result.build_s, started = time.perf_counter() - started, time.perf_counter()
         result.candidates = search(jobs, request.budget_s, Context({str(checkpoint): loaded}), progress,

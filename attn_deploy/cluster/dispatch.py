@@ -57,14 +57,15 @@ class Slot:
 
 
 def connect(address: str) -> None:
-    """Join the cluster at ``address`` (``auto``: the one running on this machine). Workers import attn_deploy from
-    where this process does (a checkout is found first on their path), else from their own installation."""
-    root = str(Path(__file__).resolve().parents[2])
+    """Join the cluster at ``address`` (``auto``: the one running on this machine). Run from a checkout, the workers
+    import attn_deploy from that checkout's path where it exists on their node; else from their own installation."""
+    root = Path(__file__).resolve().parents[2]
+    checkout = (root / "pyproject.toml").exists()
     if address != "auto":
         _reachable(address)
     try:
-        ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": root}}, log_to_driver=False,
-                 logging_level="ERROR")
+        ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": str(root)}} if checkout else None,
+                 log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise AttnDeployError(f"no Ray cluster at {address}: {e}") from None
 
@@ -204,15 +205,21 @@ class _Run:
     running: dict = field(default_factory=dict)  # ObjectRef -> (slot, job index, start time, a job or start-up)
 
     def until_done(self) -> None:
-        while any(s.queue for s in self.slots.values()) or self.running:
-            busy = {id(entry[0]) for entry in self.running.values()}
-            for slot in list(self.slots.values()):
-                if slot.queue and id(slot) not in busy:
-                    self._start(slot, slot.queue.popleft())
-            ready, _ = ray.wait(list(self.running), num_returns=1, timeout=POLL_S)
-            for ref in ready:
-                self._collect(ref)
-            self._time_out()
+        """Keep every slot busy until no job is left; then end the workers, so the devices are free again."""
+        try:
+            while any(s.queue for s in self.slots.values()) or self.running:
+                busy = {id(entry[0]) for entry in self.running.values()}
+                for slot in list(self.slots.values()):
+                    if slot.queue and id(slot) not in busy:
+                        self._start(slot, slot.queue.popleft())
+                ready, _ = ray.wait(list(self.running), num_returns=1, timeout=POLL_S)
+                for ref in ready:
+                    self._collect(ref)
+                self._time_out()
+        finally:
+            for slot in self.slots.values():
+                if slot.worker is not None:
+                    ray.kill(slot.worker)
 
     def _start(self, slot: Slot, i: int) -> None:
         """Send job ``i`` to its slot's worker; a slot without one first starts it (the job follows once it is up)."""
