@@ -18,6 +18,7 @@ os.environ.setdefault("YOLO_VERBOSE", "False")  # ultralytics logs to stdout; --
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table as RichTable  # noqa: E402
 
@@ -69,6 +70,12 @@ class ShapesTask(str, Enum):  # shapes.TASKS
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable result on stdout.")]
+CLUSTER_RESULTS = ".cluster-results"  # under --output-dir: cluster jobs' results by artefact hash and settings
+ClusterOpt = Annotated[str | None, typer.Option(
+    "--cluster", help="Run the jobs on the Ray cluster at ADDRESS (HOST:PORT of its head, or auto for the one "
+    "running here), each on a node offering its device; needs the cluster extra. See docs/cluster.md.")]
+JobTimeoutOpt = Annotated[float | None, typer.Option(
+    "--job-timeout-s", min=1, help="With --cluster: the most seconds one job may run (default 1800).")]
 PluginOpt = Annotated[list[Path] | None, typer.Option(
     "--plugin", help="Python file defining fork classes (repeatable); a file inside a fork's ultralytics/ folder is "
     "imported as that package's module. It is your own code and runs when imported.")]
@@ -116,7 +123,7 @@ def handled(command):
                 warnings.simplefilter("ignore")
                 return command(*args, **kwargs)
         except AttnDeployError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # "[cluster]" stays
             raise typer.Exit(e.exit_code) from None
 
     return run
@@ -504,13 +511,14 @@ def show_bench(bench_report, directory: Path) -> None:
     out.print(f"Report written to {directory / 'report.md'}, results.json and the plots beside it")
 
 
-def run_study(plan, notes: list[str], directory: Path, models: list[Path] | None, as_json: bool) -> None:
+def run_study(plan, notes: list[str], directory: Path, models: list[Path] | None, as_json: bool,
+              cluster=None) -> None:
     from .bench import study
 
     if models:
         raise AttnDeployError("--zoo builds its own models; it takes no MODEL")
     with jobs_bar() as update:
-        result = study.run(plan, notes, update)
+        result = study.run(plan, notes, update, cluster=cluster)
     bench = result.bench
     plotted = dataclasses.replace(bench, results=[r for r in bench.results if r.model.startswith("yolov8n")],
                                   profiles=[p for p in bench.profiles if p.model.endswith(" n-P4")])
@@ -554,13 +562,19 @@ def bench(
     fork: ForkOpt = None,
     trust_checkpoint: TrustOpt = False,
     yaml: YamlOpt = None,
+    cluster: ClusterOpt = None,
+    job_timeout_s: JobTimeoutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Latency, throughput, memory and per-op profiles of MODELS on every backend, written to reports/NAME/.
     With --zoo, the efficiency study of the attention zoo, ending with a claims table."""
+    from . import cluster as clusters
     from . import fixtures
     from .bench import Budget, suite
     from .bench.study import BUDGET
+
+    if cluster:
+        clusters.require_ray()
 
     missing = [str(p) for p in models or [] if not p.exists()]
     if missing:
@@ -572,14 +586,16 @@ def bench(
     variants, notes = suite.choose_variants(device.value, [b.value for b in backend] if backend else None)
     plan = suite.Plan(device.value, variants, parse_batches(batch) if batch else None, threads or os.cpu_count(),
                       budget, profile)
-    if zoo:
-        return run_study(plan, notes, directory, models, as_json)
-    if trust and not {"onnxruntime", "openvino"} & {v.backend for v in variants}:
+    if trust and not zoo and not {"onnxruntime", "openvino"} & {v.backend for v in variants}:
         raise AttnDeployError("--trust compares onnxruntime and OpenVINO timings; neither is among the backends")
-    paths = models or [fixtures.checkpoint("cga")]
-    with jobs_bar() as update:
-        result = suite.bench_models(paths, plan, parse_imgsz(imgsz) if imgsz else None, notes, trust,
-                                    lambda p: load_checkpoint(p, plugin, fork, trust_checkpoint, yaml), step, update)
+    with clusters.session(cluster, output_dir / CLUSTER_RESULTS, job_timeout_s) as joined:
+        if zoo:
+            return run_study(plan, notes, directory, models, as_json, joined)
+        with jobs_bar() as update:
+            result = suite.bench_models(models or [fixtures.checkpoint("cga")], plan,
+                                        parse_imgsz(imgsz) if imgsz else None, notes, trust,
+                                        lambda p: load_checkpoint(p, plugin, fork, trust_checkpoint, yaml), step,
+                                        update, joined)
     report.write_bench_report(directory, result, "attn-deploy bench")
     if as_json:
         emit_json(result)
@@ -631,13 +647,18 @@ def tune_command(
     rtol: RtolOpt = None,
     noise_factor: NoiseOpt = None,
     tol: TolOpt = None,
+    cluster: ClusterOpt = None,
+    job_timeout_s: JobTimeoutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Find the fastest artefact of CHECKPOINT on this machine that passes parity (and with --data the mAP budget):
     every backend and precision it can run, timed one at a time against ultralytics' own ONNX export; the winner is
     written beside CHECKPOINT as <stem>.tuned.* with <stem>.tuned.json."""
+    from . import cluster as clusters
     from .bench import Budget, tune
 
+    if cluster:
+        clusters.require_ray()
     directory = output_dir / (name or f"tune-{checkpoint.stem}")
     check_writable(directory, force)
     tune.check_outputs(checkpoint, force)
@@ -650,8 +671,8 @@ def tune_command(
     with data_yaml(data, ("train", "val") if data and calib is None else ("val",)) as data_path:
         request = tune.Request(size, data_path, calib, map_tol, budget_s, Budget(warmup_s, iters, duration_s), threads,
                                chosen, loading=loading, force=force)
-        with jobs_bar() as update:
-            result = tune.run(loaded, request, step, update, workdir)
+        with clusters.session(cluster, output_dir / CLUSTER_RESULTS, job_timeout_s) as joined, jobs_bar() as update:
+            result = tune.run(loaded, request, step, update, workdir, joined)
     report.write_tune_report(directory, result)
     if as_json:
         emit_json(result)
@@ -659,6 +680,38 @@ def tune_command(
         show_tune(result, directory)
     if result.recommended is None:
         raise typer.Exit(CHECK_FAILED)
+
+
+@app.command()
+@handled
+def node(
+    start: Annotated[bool, typer.Option("--start", help="Run `ray start` offering these resources: a head node, or "
+                                        "with --address a node that joins the head there.")] = False,
+    address: Annotated[str | None, typer.Option(help="The head node's HOST:PORT, for --start.")] = None,
+    name: Annotated[str | None, typer.Option(help="The node's name in the rows (default: the host name).")] = None,
+    num_cpus: Annotated[int | None, typer.Option("--num-cpus", min=0, help="CPUs Ray may schedule other work "
+                                                 "on (attn-deploy's jobs ask for none).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The resources this machine offers to a Ray cluster: its CPU and CUDA devices (one timing job at a time on
+    each), CPU features, runtimes (onnxruntime, OpenVINO and its devices, torch, TensorRT, ncnn, RKNN)."""
+    import subprocess
+
+    from .cluster import require_ray, resources
+
+    offer = resources.offers(name)
+    command = resources.start_command(offer, address, num_cpus)
+    if as_json:
+        emit_json({**dataclasses.asdict(offer), "start": command})
+    else:
+        render(f"Node {offer.node}: Ray resources", (["resource", "amount"],
+                                                     [[k, f"{v:g}"] for k, v in offer.resources.items()]))
+        render("Details", (["what", "found"], [[k, v] for k, v in offer.details.items()]))
+        out.print("Start: " + " ".join(command[:-1]) + f" '{command[-1]}'", highlight=False, soft_wrap=True)
+    if start:
+        require_ray()
+        if subprocess.run(command).returncode:
+            raise AttnDeployError("`ray start` failed (its output above says why)")
 
 
 @app.command()

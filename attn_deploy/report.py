@@ -58,10 +58,10 @@ def detections_table(report: ParityReport) -> Table:
 
 def bench_table(results: list[BenchResult]) -> Table:
     """Latency and throughput: the median with its 95 % interval, the spread, images per second."""
-    headers = ["model", "backend", "batch", "median ms [95% CI]", "mean", "p90", "p99", "min", "max", "std", "runs",
-               "img/s", "noisy"]
+    headers = ["model", "backend", "node (device)", "batch", "median ms [95% CI]", "mean", "p90", "p99", "min", "max",
+               "std", "runs", "img/s", "noisy"]
     rows = [
-        [r.model, r.variant, str(r.batch),
+        [r.model, r.variant, f"{r.node or 'this machine'} ({r.device})", str(r.batch),
          f"{r.latency_ms.median:.2f} [{r.latency_ms.median_ci[0]:.2f}, {r.latency_ms.median_ci[1]:.2f}]",
          *(f"{getattr(r.latency_ms, k):.2f}" for k in ("mean", "p90", "p99", "min", "max", "std")),
          str(r.iters), f"{r.throughput:.1f}", "YES" if r.latency_ms.noisy else "no"]
@@ -489,8 +489,8 @@ def _verdict(candidate, recommended: str | None) -> str:
 
 def tune_table(tune) -> Table:
     """Every candidate: its precision and settings, latency, throughput, speed-up, parity, mAP, fronts, verdict."""
-    headers = ["candidate", "precision", "settings", "median ms [95% CI]", "img/s", "x ultralytics ONNX [95% CI]",
-               "parity", "mAP50-95 (drop)", "Pareto", "result"]
+    headers = ["candidate", "precision", "settings", "node (device)", "median ms [95% CI]", "img/s",
+               "x ultralytics ONNX [95% CI]", "parity", "mAP50-95 (drop)", "Pareto", "result"]
     recommended = tune.recommended.name if tune.recommended else None
     rows = []
     for c in tune.candidates:
@@ -498,9 +498,17 @@ def tune_table(tune) -> Table:
                    if c.latency else "-")
         speedup = f"{c.speedup[0]:.2f} [{c.speedup[1]:.2f}, {c.speedup[2]:.2f}]" if c.speedup else "-"
         accuracy = f"{c.map50_95:.4f} ({c.map50_95_drop:+.4f})" if c.map50_95 is not None else "-"
-        rows.append([c.name, c.precision or c.settings.precision, _settings_text(c), latency, _fmt(c.throughput, ".1f"),
+        rows.append([c.name, c.precision or c.settings.precision, _settings_text(c), _where(c), latency,
+                     _fmt(c.throughput, ".1f"),
                      speedup, c.parity, accuracy, ", ".join(c.pareto) or "-", _verdict(c, recommended)])
     return headers, rows
+
+
+def _where(row) -> str:
+    """``node (device)``, marked when the result was reused from an earlier cluster run."""
+    if not row.node:
+        return "-"
+    return f"{row.node} ({row.device})" + (", reused" if getattr(row, "reused", False) else "")
 
 
 def _tune_method(tune) -> str:

@@ -90,6 +90,7 @@ class BenchResult:
     model_info: dict = field(default_factory=dict)  # file_mb, params, gflops
     interleaved: bool = False  # timed in rounds with other live runners, rather than alone
     spinning: bool | None = None  # onnxruntime's intra-op spinning (None: not an onnxruntime session)
+    node: str = ""  # the cluster node it was timed on (empty: this machine)
 
     @property
     def variant(self) -> str:

@@ -10,7 +10,9 @@ A job names everything by path, so it can run in another process or on another m
 import dataclasses
 import hashlib
 import json
+import platform
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import numpy as np
 from ..accuracy import MAP_TOLERANCES
 from ..errors import AttnDeployError
 from ..parity import TOLERANCES, Tolerance
-from .harness import Budget, LatencyStats, bench
+from .harness import BenchResult, Budget, LatencyStats, bench
 
 BATCH = 1  # tune answers for one image at a time; throughput modes keep several requests in flight
 
@@ -51,6 +53,9 @@ class Job:
     data: str | None = None  # a data YAML: its validation split scores mAP50-95
     map_tolerances: dict[str, float] = field(default_factory=lambda: dict(MAP_TOLERANCES))  # allowed drop per precision
     map_budget: float | None = None  # the largest mAP50-95 drop accepted at any precision
+    batch: int = BATCH
+    channels: int = 3  # the input's channels (a module timed alone takes its feature map's)
+    check: bool = True  # False: timing alone (a bench unit), no parity and no reference loaded unless torch runs it
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -80,6 +85,11 @@ class JobResult:
     error: str | None = None  # why the job could not run
     passed: bool = False
     failed: str = ""  # why it did not pass
+    node: str = ""  # where it ran: this host's name, or the cluster node's
+    device: str = ""  # the device timed: cpu, cuda
+    timing: BenchResult | None = None  # the harness's whole row (bench units keep it)
+    reused: bool = False  # taken from an earlier run's results (a cluster run's store), not run again
+    span: list[float] = field(default_factory=list)  # when it ran on its node: start and end, epoch seconds
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -87,9 +97,14 @@ class JobResult:
     @classmethod
     def from_json(cls, text: str) -> "JobResult":
         data = json.loads(text)
-        stats = data["latency_ms"]
-        latency = LatencyStats(**{**stats, "median_ci": tuple(stats["median_ci"])}) if stats else None
-        return cls(**{**data, "latency_ms": latency})
+        timing = data.get("timing")
+        timing = timing and BenchResult(**{**timing, "imgsz": tuple(timing["imgsz"]),
+                                           "latency_ms": _latency(timing["latency_ms"])})
+        return cls(**{**data, "latency_ms": _latency(data["latency_ms"]), "timing": timing})
+
+
+def _latency(stats: dict | None) -> LatencyStats | None:
+    return LatencyStats(**{**stats, "median_ci": tuple(stats["median_ci"])}) if stats else None
 
 
 class Remembered:
@@ -153,9 +168,10 @@ def _open_runner(job: Job, loaded):
     """The runtime of ``job``, opened as the bench suite opens it."""
     from . import suite
 
-    subject = suite.Subject(job.name, job.imgsz, loaded.model, {job.backend: Path(job.artefact)})
+    subject = suite.Subject(job.name, job.imgsz, loaded and loaded.model, {job.backend: Path(job.artefact)})
     variant = suite.Variant(job.backend, job.settings.mode, job.settings.precision)
-    return suite.open_variant(subject, variant, BATCH, suite.Plan(job.settings.device, threads=job.settings.threads))
+    return suite.open_variant(subject, variant, job.batch, suite.Plan(job.settings.device,
+                                                                       threads=job.settings.threads))
 
 
 def precision_label(runner) -> str:
@@ -200,20 +216,26 @@ def _judge(job: Job, runner, loaded, context: Context) -> JobResult:
 
 
 def run_job(job: Job, context: Context | None = None) -> JobResult:
-    """Open, check, time and close ``job``'s runtime. A job that cannot run returns its error, not an exception."""
-    context = context or Context()
+    """Open, check (unless ``job.check`` is off), time and close ``job``'s runtime. A job that cannot run returns its
+    error, not an exception."""
+    context, started = context or Context(), time.time()
     try:
-        loaded = context.load(job)
+        loaded = context.load(job) if job.check or job.backend == "torch" else None
         runner = _open_runner(job, loaded)
         try:
-            result = _judge(job, runner, loaded, context)
-            timing = bench(runner, job.name, BATCH, job.imgsz, job.budget, job.settings.threads)
+            result = _judge(job, runner, loaded, context) if job.check else JobResult(job.name,
+                                                                                         precision_label(runner))
+            timing = bench(runner, job.name, job.batch, job.imgsz, job.budget, job.settings.threads,
+                           channels=job.channels)
             result.runtime = runner.runtime_settings() if hasattr(runner, "runtime_settings") else {}
         finally:
             runner.close()
     except AttnDeployError as e:
-        return JobResult(job.name, error=str(e))
+        return JobResult(job.name, error=str(e), node=platform.node(), device=job.settings.device,
+                         span=[started, time.time()])
     result.latency_ms, result.throughput = timing.latency_ms, timing.throughput
+    result.node, result.device, result.timing = platform.node(), job.settings.device, timing
+    result.span = [started, time.time()]
     return result
 
 

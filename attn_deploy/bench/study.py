@@ -264,8 +264,10 @@ def _contrast(scope: Scope, plan: Plan, study: Study, workdir: Path, progress, e
         study.contrast += [Ratio(f"{a} / {b}", variant.label, *timed.ratio(a, b)) for a, b in CONTRASTED]
 
 
-def run(plan: Plan, notes: list[str], progress: suite.Progress | None = None, scope: Scope | None = None) -> Study:
-    """The study of ``scope`` (default: all of it) on ``plan``'s device and backends, at batch 1."""
+def run(plan: Plan, notes: list[str], progress: suite.Progress | None = None, scope: Scope | None = None,
+        cluster=None) -> Study:
+    """The study of ``scope`` (default: all of it) on ``plan``'s device and backends, at batch 1. With a ``cluster``,
+    the modules alone are timed there; the detectors stay here, timed in interleaved rounds on one device."""
     from . import fused, trust
     from ..machine import machine
 
@@ -281,7 +283,7 @@ def run(plan: Plan, notes: list[str], progress: suite.Progress | None = None, sc
         places = {f"exporting {n} {sc}-{lv}": (n, sc, lv, workdir, scope.imgsz)
                   for n in scope.modules for sc in scope.scales for lv in scope.levels}
         modules = _build(places, module_subject, progress)
-        suite.run(modules, plan, study.bench, progress)
+        suite.run(modules, plan, study.bench, progress, cluster)
         built = list(modules)
         for scale in scope.scales:
             detectors = _detectors("yolov8", scale, scope, plan, study, workdir, progress)

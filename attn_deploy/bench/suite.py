@@ -16,6 +16,7 @@ import numpy as np
 from torch import nn
 
 from .harness import BenchResult, Budget, bench, peak_rss_mb, reset_peak_rss, seeded_input, variant_label
+from .job import Job, Settings
 from ..errors import AttnDeployError
 from .profile import OpProfile, profile
 
@@ -249,9 +250,42 @@ def to_profile(subjects: list[Subject], plan: Plan) -> list[tuple[Subject, str]]
             and any(v.backend == b for v in plan.variants)]
 
 
-def run(subjects: list[Subject], plan: Plan, report: BenchReport, progress: Progress | None = None) -> BenchReport:
-    """Time every runnable (subject, variant, batch), then profile each subject on the profiled backends."""
+def as_job(subject: Subject, variant: Variant, batch: int, plan: Plan) -> Job | None:
+    """The timing job of (subject, variant, batch), or None where its runtime has no file to travel (a model built
+    in memory, timed in torch)."""
+    source = subject.artefacts.get("checkpoint" if variant.backend == "torch" else variant.backend)
+    if source is None:
+        return None
+    return Job(subject.name, variant.backend, str(source), str(subject.artefacts.get("checkpoint", "")),
+               subject.imgsz, Settings(plan.threads, variant.mode, variant.precision, plan.device), plan.budget,
+               batch=batch, check=False, channels=subject.channels)
+
+
+def on_cluster(todo: list[tuple[Subject, Variant, int]], plan: Plan, report: BenchReport, cluster,
+               progress: Progress | None) -> list[tuple[Subject, Variant, int]]:
+    """Time on ``cluster`` the units whose files can travel (their rows name the node); a unit that failed there
+    gets a note saying what happened and where. Returns the units left to time here."""
+    units = [(unit, as_job(*unit, plan)) for unit in todo]
+    sent = [(unit, job) for unit, job in units if job]
+    for (subject, variant, batch), result in zip([u for u, _ in sent], cluster.run([j for _, j in sent], progress)):
+        if result.error:
+            report.notes.append(f"{subject.name} · {variant.label} · batch {batch} on {result.node or 'no node'} "
+                                f"({result.device or '-'}): {result.error}")
+            continue
+        source = "checkpoint" if variant.backend == "torch" else variant.backend
+        report.results.append(dataclasses.replace(
+            result.timing, mode=variant.mode, node=result.node,
+            model_info={"file_mb": subject.file_mb(source), "params": subject.params, "gflops": subject.gflops}))
+    return [unit for unit, job in units if job is None]
+
+
+def run(subjects: list[Subject], plan: Plan, report: BenchReport, progress: Progress | None = None,
+        cluster=None) -> BenchReport:
+    """Time every runnable (subject, variant, batch), on ``cluster`` where one is given, then profile each subject
+    on the profiled backends (here)."""
     todo = jobs(subjects, plan)
+    if cluster is not None:
+        todo = on_cluster(todo, plan, report, cluster, progress)
     profiled = to_profile(subjects, plan)
     total = len(todo) + len(profiled)
     for i, (subject, variant, batch) in enumerate(todo):
@@ -370,7 +404,8 @@ def prepare(paths: list[Path], plan: Plan, imgsz: tuple[int, int] | None, workdi
 
 
 def bench_models(paths: list[Path], plan: Plan, imgsz: tuple[int, int] | None, notes: list[str], trust: bool,
-                 load: Callable[[Path], object], step: Step, progress: Progress | None = None) -> BenchReport:
+                 load: Callable[[Path], object], step: Step, progress: Progress | None = None,
+                 cluster=None) -> BenchReport:
     """The bench command: prepare every model, time and profile it, and with ``trust`` check the harness against
     benchmark_app and a plain onnxruntime loop on the first model."""
     from . import trust as trust_checks
@@ -380,7 +415,7 @@ def bench_models(paths: list[Path], plan: Plan, imgsz: tuple[int, int] | None, n
     with tempfile.TemporaryDirectory() as tmp:
         subjects, said = prepare(paths, plan, imgsz, Path(tmp), step, load)
         report.notes += said
-        run(subjects, plan, report, progress)
+        run(subjects, plan, report, progress, cluster)
         if trust:
             with step("Checking the harness against benchmark_app and a plain onnxruntime loop"):
                 report.trust = trust_checks.check(subjects[0], plan, median_ms(subjects[0]))

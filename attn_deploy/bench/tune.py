@@ -79,6 +79,9 @@ class Candidate:
     throughput: float | None = None
     runtime: dict = field(default_factory=dict)
     error: str | None = None
+    node: str = ""  # where it ran
+    device: str = ""
+    reused: bool = False  # its result came from an earlier cluster run's store
     skipped: str | None = None  # why it did not run
     baseline: bool = False  # ultralytics' own ONNX export: compared against, never recommended
     pareto: list[str] = field(default_factory=list)  # the fronts it lies on: latency, throughput (against mAP)
@@ -95,7 +98,7 @@ class Candidate:
             found, precision=result.precision, parity=result.parity, parity_detail=result.parity_detail,
             passed=result.passed, failed=result.failed, map50_95=result.map50_95, map50_95_drop=result.map50_95_drop,
             latency_ms=stats.median if stats else None, latency=stats, throughput=result.throughput,
-            runtime=result.runtime, error=result.error)
+            runtime=result.runtime, error=result.error, node=result.node, device=result.device, reused=result.reused)
 
     @property
     def label(self) -> str:
@@ -281,9 +284,13 @@ def plan_jobs(checkpoint: Path, paths: dict[str, Path], semantics: str, request:
 
 
 def search(jobs: list[Job], budget_s: float | None, context: Context | None = None,
-           progress: Progress | None = None) -> list[Candidate]:
+           progress: Progress | None = None, cluster=None) -> list[Candidate]:
     """Run ``jobs`` one at a time; once ``budget_s`` seconds are spent only the baseline and the reference (the
-    onnxruntime fp32 export) still start."""
+    onnxruntime fp32 export) still start. On a ``cluster`` (``cluster.dispatch.Cluster``) every job runs, each on a
+    node that has its device, one job per device at a time."""
+    if cluster is not None:
+        return [Candidate.of(job, result, baseline=job.name == BASELINE)
+                for job, result in zip(jobs, cluster.run(jobs, progress))]
     context = context or Context()
     started, found = time.perf_counter(), []
     for i, job in enumerate(jobs):
@@ -377,9 +384,9 @@ def write_recommended(best: Candidate, candidates: list[Candidate], checkpoint: 
 
 
 def run(loaded, request: Request, step: Step, progress: Progress | None = None,
-        workdir: Path | None = None) -> Tune:
-    """Build, try every candidate, and write the fastest that passes beside the checkpoint. Artefacts are built in
-    ``workdir`` (kept) or a temporary directory (removed)."""
+        workdir: Path | None = None, cluster=None) -> Tune:
+    """Build, try every candidate (here, or on ``cluster``), and write the fastest that passes beside the checkpoint.
+    Artefacts are built in ``workdir`` (kept) or a temporary directory (removed)."""
     import torch
 
     from ..machine import machine
@@ -396,11 +403,17 @@ def run(loaded, request: Request, step: Step, progress: Progress | None = None,
         work = Path(workdir or tmp)
         started = time.perf_counter()
         paths, semantics, result.notes = build(loaded, request, work, step)
-        cuda = torch.cuda.is_available()
-        result.notes += [] if cuda else ["torch CUDA candidates not tried: torch sees no CUDA device here"]
+        cuda = cluster.offers("dev_cuda") if cluster else torch.cuda.is_available()
+        result.notes += [] if cuda else ["torch CUDA candidates not tried: " + (
+            "no node of the cluster offers a CUDA device" if cluster else "torch sees no CUDA device here")]
         jobs, skipped = plan_jobs(checkpoint, paths, semantics, request, cuda, _cpu_default_precision() != "fp32")
         result.build_s, started = time.perf_counter() - started, time.perf_counter()
-        result.candidates = search(jobs, request.budget_s, Context({str(checkpoint): loaded}), progress) + skipped
+        result.candidates = search(jobs, request.budget_s, Context({str(checkpoint): loaded}), progress,
+                                   cluster) + skipped
+        if cluster:
+            from ..cluster import where
+
+            result.notes.append(f"on the cluster: {where(result.candidates)}")
         result.search_s = time.perf_counter() - started
         _speedups(result.candidates)
         mark_fronts(result.candidates)
