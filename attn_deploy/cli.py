@@ -40,6 +40,7 @@ class RewriteTarget(str, Enum):
     openvino = "openvino"
     trt = "trt"
     npu = "npu"
+    ncnn = "ncnn"
 
 
 class LintTarget(str, Enum):
@@ -47,6 +48,7 @@ class LintTarget(str, Enum):
     openvino = "openvino"
     trt = "trt"
     npu = "npu"
+    ncnn = "ncnn"
 
 
 class Device(str, Enum):
@@ -311,14 +313,15 @@ def finish(run, as_json: bool, junit: Path | None) -> None:
 def export(
     checkpoint: CheckpointArg,
     target: Annotated[str, typer.Option(help="Targets: onnx, openvino, trt, npu (<stem>.npu.onnx, every graph pass "
-                                        "the npu list needs), comma-separated, or all.")] = "onnx",
+                                        "the npu list needs), ncnn (<stem>_ncnn_model/, needs the ncnn extra), "
+                                        "comma-separated, or all.")] = "onnx",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="The ONNX file; the other artefacts are "
                                                 "named after it (default: beside CKPT).")] = None,
     imgsz: ImgszOpt = None,
     batch: Annotated[int, typer.Option(min=1, help="Batch size of the static export.")] = 1,
     dynamic: Annotated[bool, typer.Option(help="Symbolic batch axis (spatial axes stay static).")] = False,
     half: Annotated[bool, typer.Option(help="fp16: a mixed-precision ONNX, FP16 OpenVINO weights, a TensorRT "
-                                       "fp16 engine.")] = False,
+                                       "fp16 engine, ncnn fp16 weights and arithmetic.")] = False,
     opset: Annotated[int, typer.Option(min=7, help="ONNX opset.")] = 18,
     simplify: Annotated[bool, typer.Option(help="Simplify with onnxsim (onnxslim as fallback).")] = True,
     rewrite: Annotated[bool, typer.Option(help="Apply the verified static rewrites before exporting.")] = True,
@@ -362,6 +365,7 @@ def export(
                                                            simplify=simplify, force=force),
                          half, rewrite, ov_device, trt, chosen, Detections(conf=det_conf),
                          map_tolerances=map_tolerances(map_tol), int8=int8)
+    pipeline.check_ncnn(plan)
     for path in plan.outputs():
         check_writable(path, force)
     loaded = load_checkpoint(checkpoint, plugin, fork, trust_checkpoint, yaml)
