@@ -18,6 +18,7 @@ os.environ.setdefault("YOLO_VERBOSE", "False")  # ultralytics logs to stdout; --
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table as RichTable  # noqa: E402
 
@@ -118,7 +119,7 @@ def handled(command):
                 warnings.simplefilter("ignore")
                 return command(*args, **kwargs)
         except AttnDeployError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
 
     return run

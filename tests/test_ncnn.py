@@ -1,0 +1,125 @@
+"""ncnn: export with the real pnnx converter, parity in ncnn's own runtime, ultralytics predicting with the export,
+the ncnn lint against the converter, and the batch-axis rule, on the shipped CGA and SimAM fixtures at 160."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("ncnn", reason="the ncnn extra is not installed")
+pytest.importorskip("pnnx", reason="the ncnn extra is not installed")
+
+from attn_deploy import load, shapes  # noqa: E402
+from attn_deploy.cli import app  # noqa: E402
+from attn_deploy.errors import AttnDeployError  # noqa: E402
+from attn_deploy.exporters import artefact_metadata, backend_of, ncnn, open_runner  # noqa: E402
+from attn_deploy.lint import lint  # noqa: E402
+from attn_deploy.parity import TOLERANCES  # noqa: E402
+from attn_deploy.verify import verify_export  # noqa: E402
+
+FIXTURES = Path(__file__).parents[1] / "attn_deploy" / "fixtures"
+CGA, SIMAM = FIXTURES / "yolov8n-cga-shapes.pt", FIXTURES / "yolov8n-simam-shapes.pt"
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def export(checkpoint: Path, out: Path, target: str = "ncnn") -> dict:
+    result = invoke("export", checkpoint, "-o", out, "--imgsz", "160", "--target", target, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def cga(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ncnn") / "cga.onnx"
+    return out, export(CGA, out)
+
+
+def test_export_writes_ultralytics_layout_and_passes_parity_in_ncnn(cga):
+    out, data = cga
+    directory = ncnn.model_dir(out)
+    assert sorted(p.name for p in directory.iterdir()) == ["metadata.yaml", "model.ncnn.bin", "model.ncnn.param"]
+    assert [(p["backend"], p["precision"], p["passed"]) for p in data["parity"]] == [
+        ("onnxruntime", "fp32", True), ("ncnn", "fp32", True)]
+    assert [lint["target"] for lint in data["lint"]] == ["ncnn"] and data["lint"][0]["passed"]
+    assert backend_of(directory) == "ncnn" and artefact_metadata(directory)["task"] == "detect"
+
+
+def test_windows_stay_off_the_batch_axis_by_a_verified_rule(cga):
+    _, data = cga
+    (layer,) = data["rewrite"]["layers"]
+    assert (layer["rule"], layer["applied"]) == ("cga-window-unbatched", True)
+    assert layer["max_abs"] < 1e-6
+
+
+def test_ultralytics_predicts_the_same_detections_as_pytorch(cga):
+    from ultralytics import YOLO
+
+    out, _ = cga
+    for index in range(3):
+        image, _ = shapes.draw_image(shapes.ShapesSpec(), "val", index)
+        (ref,) = YOLO(str(CGA)).predict(image, imgsz=160, verbose=False)
+        (got,) = YOLO(str(ncnn.model_dir(out))).predict(image, imgsz=160, verbose=False)
+        assert got.names == ref.names and len(got.boxes) == len(ref.boxes) > 0
+        assert np.array_equal(got.boxes.cls.numpy(), ref.boxes.cls.numpy())
+        assert np.abs(got.boxes.xyxy.numpy() - ref.boxes.xyxy.numpy()).max() < 0.5
+        assert np.abs(got.boxes.conf.numpy() - ref.boxes.conf.numpy()).max() < 0.01
+
+
+def test_half_stores_fp16_weights_and_is_judged_at_fp16(cga, tmp_path):
+    out, _ = cga
+    built = ncnn.export(out, tmp_path / "half_ncnn_model", ncnn.NcnnOptions(half=True))
+    size = (built.path / ncnn.BIN).stat().st_size
+    assert size < 0.6 * (ncnn.model_dir(out) / ncnn.BIN).stat().st_size
+    report = verify_export(built.path, load(CGA))
+    assert report.precision == "fp16" and report.tolerance == TOLERANCES["fp16"] and report.passed
+
+
+def test_runner_settings_and_threads(cga):
+    out, _ = cga
+    x = np.random.default_rng(0).random((2, 3, 160, 160), dtype=np.float32)
+    fp32 = open_runner(ncnn.model_dir(out), threads=1)
+    unpacked = ncnn.Runner(ncnn.model_dir(out), 2, ncnn.NcnnSettings("fp32", packing=False))
+    try:
+        (a,), (b,) = fp32.run([x]), unpacked.run([x])
+        assert a.shape == (2, 8, 525) and np.abs(a - b).max() < 1e-3
+        with pytest.raises(AttnDeployError, match="does not fit"):
+            fp32.run([x[:, :, :96]])
+    finally:
+        fp32.close()
+        unpacked.close()
+
+
+def test_lint_agrees_with_pnnx_and_ncnn_on_windows_stacked_on_the_batch(cga, tmp_path):
+    out, _ = cga
+    stacked = tmp_path / "stacked.onnx"
+    export(CGA, stacked, "onnx")
+    found = lint(stacked, "ncnn")
+    assert {f.check for f in found.errors} >= {"batch axis Concat"}
+    assert lint(out, "ncnn").passed
+    with pytest.raises(AttnDeployError, match="ncnn cannot load .*tensor_split.*pnnx warned: cat along batch axis"):
+        ncnn.export(stacked, tmp_path / "stacked_ncnn_model", ncnn.NcnnOptions())
+    assert not (tmp_path / "stacked_ncnn_model").exists() and not list(tmp_path.glob(".stacked_ncnn_model*"))
+
+
+def test_simam_fixture_exports_with_parity(tmp_path):
+    data = export(SIMAM, tmp_path / "simam.onnx")
+    assert all(p["passed"] for p in data["parity"]) and data["parity"][-1]["backend"] == "ncnn"
+
+
+def test_without_the_extra_ncnn_stops_at_once_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pnnx", None)
+    result = invoke("export", CGA, "-o", tmp_path / "m.onnx", "--imgsz", "160", "--target", "onnx,ncnn")
+    assert result.exit_code == 2 and 'pip install "attn-deploy[ncnn]"' in result.stderr
+    assert "Traceback" not in result.output and not list(tmp_path.iterdir())
+
+
+def test_a_batch_ncnn_does_not_have_is_refused_writing_nothing(tmp_path):
+    result = invoke("export", CGA, "-o", tmp_path / "m.onnx", "--imgsz", "160", "--target", "ncnn", "--batch", "2")
+    assert result.exit_code == 2 and "one image at a time" in result.stderr and not list(tmp_path.iterdir())
