@@ -62,6 +62,7 @@ class BenchBackend(str, Enum):
     ort = "ort"
     openvino = "openvino"
     trt = "trt"
+    ncnn = "ncnn"
 
 
 class ShapesTask(str, Enum):  # shapes.TASKS
@@ -534,7 +535,8 @@ def bench(
         "Default: the demo's checkpoint.")] = None,
     device: Annotated[Device, typer.Option(help="Where to run.")] = Device.cpu,
     backend: Annotated[list[BenchBackend] | None, typer.Option(
-        help="Backends (repeatable; default: every one available for --device).")] = None,
+        help="Backends (repeatable; default: every one available for --device but ncnn, which runs at --batch 1 "
+             "only: fp32, unpacked, fp16 and bf16 rows).")] = None,
     batch: Annotated[str | None, typer.Option(help="Batches, comma-separated (default: a static export's own batch; "
                                               "1,8,32 for a checkpoint or a dynamic export).")] = None,
     imgsz: ImgszOpt = None,

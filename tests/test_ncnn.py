@@ -1,5 +1,6 @@
 """ncnn: export with the real pnnx converter, parity in ncnn's own runtime, ultralytics predicting with the export,
-the ncnn lint against the converter, and the batch-axis rule, on the shipped CGA and SimAM fixtures at 160."""
+the ncnn lint against the converter, the batch-axis rule and bench's ncnn rows, on the shipped CGA and SimAM
+fixtures at 160 (tune's ncnn candidates run in tests/test_tune.py)."""
 
 import json
 import sys
@@ -123,3 +124,16 @@ def test_without_the_extra_ncnn_stops_at_once_naming_it(tmp_path, monkeypatch):
 def test_a_batch_ncnn_does_not_have_is_refused_writing_nothing(tmp_path):
     result = invoke("export", CGA, "-o", tmp_path / "m.onnx", "--imgsz", "160", "--target", "ncnn", "--batch", "2")
     assert result.exit_code == 2 and "one image at a time" in result.stderr and not list(tmp_path.iterdir())
+
+
+def test_bench_times_ncnn_settings_one_image_at_a_time(cga, tmp_path):
+    out, _ = cga
+    quick = ["--warmup-s", "0", "--iters", "3", "--duration-s", "0", "--no-profile"]
+    result = invoke("bench", ncnn.model_dir(out), "--backend", "ncnn", "--threads", "1", *quick, "--output-dir",
+                    tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    rows = {(r["backend"], r["mode"], r["precision"], r["batch"]) for r in json.loads(result.stdout)["results"]}
+    assert rows == {("ncnn", "", "fp32", 1), ("ncnn", "unpacked", "fp32", 1), ("ncnn", "", "fp16", 1),
+                    ("ncnn", "", "bf16", 1)}
+    result = invoke("bench", CGA, "--backend", "ncnn", *quick, "--output-dir", tmp_path / "batches")
+    assert result.exit_code == 2 and "--batch 1" in result.stderr and not (tmp_path / "batches").exists()

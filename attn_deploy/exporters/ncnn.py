@@ -182,8 +182,10 @@ class Runner:
         half = bool(self.meta.get("args", {}).get("half"))
         self.settings = settings or NcnnSettings("fp16" if half else "fp32")
         self.precision = self.settings.precision
+        self.mode = "" if self.settings.packing else "unpacked"
         self.net = ncnn.Net()
-        _configure(self.net.opt, self.settings, threads)
+        for name, value in options(self.settings, threads).items():
+            setattr(self.net.opt, name, value)
         _load(self.net, self.param)
         # pnnx names the outputs out0, out1, ... in the ONNX file's order
         self.inputs = self.net.input_names()
@@ -220,11 +222,9 @@ class Runner:
         self.net = None
 
 
-def _configure(opt, settings: NcnnSettings, threads: int | None) -> None:
+def options(settings: NcnnSettings, threads: int | None = None) -> dict:
+    """The ``ncnn.Option`` fields ``settings`` set: what a user sets on ``net.opt`` to run the model as it was timed."""
     half, bf16 = settings.precision == "fp16", settings.precision == "bf16"
-    opt.use_vulkan_compute = False
-    opt.use_packing_layout = settings.packing
-    opt.use_fp16_storage = opt.use_fp16_packed = opt.use_fp16_arithmetic = half
-    opt.use_bf16_storage = opt.use_bf16_packed = bf16
-    if threads:
-        opt.num_threads = threads
+    found = {"use_vulkan_compute": False, "use_packing_layout": settings.packing, "use_fp16_storage": half,
+             "use_fp16_packed": half, "use_fp16_arithmetic": half, "use_bf16_storage": bf16, "use_bf16_packed": bf16}
+    return found | ({"num_threads": threads} if threads else {})
