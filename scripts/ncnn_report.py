@@ -101,12 +101,13 @@ def _outcome(row: Row, error: AttnDeployError) -> None:
 
 def measure(name: str, group: str, make, rewrite: bool, root: Path, imgsz: int) -> Row:
     row, started = Row(group, name), time.perf_counter()
+    stem = name.replace(" --", ".")  # its own files: a failing export must not leave another row's to be linted
     try:
         model = make()
-        loaded = load(save_checkpoint(model, root / f"{name.split()[0]}.pt", imgsz=imgsz))
+        loaded = load(save_checkpoint(model, root / f"{stem}.pt", imgsz=imgsz))
         if name.endswith("--end2end"):
             loaded = dataclasses.replace(loaded, model=heads.in_form(loaded.model, True))
-        plan = pipeline.Plan(["ncnn"], root / f"{name.split()[0]}.onnx", OnnxOptions((imgsz, imgsz), force=True),
+        plan = pipeline.Plan(["ncnn"], root / f"{stem}.onnx", OnnxOptions((imgsz, imgsz), force=True),
                              rewrite=rewrite)
         try:
             run = pipeline.build(loaded, plan)
