@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))  # tests/variants.py and tests/task_models.py buil
 
 from attn_deploy import (AttnDeployError, OnnxOptions, heads, lint, load, pipeline, save_checkpoint,  # noqa: E402
                          localise_export, verify_export)
-from attn_deploy.exporters import ncnn  # noqa: E402
+from attn_deploy.verify import verify_runner  # noqa: E402
+from attn_deploy.exporters import input_geometry, ncnn  # noqa: E402
 from attn_deploy.machine import machine  # noqa: E402
 from attn_deploy.models import ZOO  # noqa: E402
 from attn_deploy.models.detector import build_detector, build_detector_with  # noqa: E402
@@ -65,6 +66,7 @@ class Row:
     max_abs: float | None = None
     worst: str = ""  # the input and what its worst element holds, with its relative error
     departs_at: str = ""  # the first YOLO block or attention module whose output departs in ncnn
+    parity_without_winograd: bool | None = None  # where parity failed: with Winograd convolutions off
     pnnx_warnings: list[str] = dataclasses.field(default_factory=list)
     error: str = ""
     seconds: float = 0.0
@@ -129,11 +131,21 @@ def measure(name: str, group: str, make, rewrite: bool, root: Path, imgsz: int) 
             row.onnx_parity = verify_export(plan.output, loaded, semantics=semantics).passed
             found = localise_export(ncnn.model_dir(plan.output), loaded, found.worst.input, found.tolerance, semantics)
             row.departs_at = found.first or ""
+            row.parity_without_winograd = _without_winograd(plan.output, loaded, semantics)
     except Exception as e:  # a model that does not build or run at this size is a row that says so
         row.error = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
     finally:
         row.seconds = round(time.perf_counter() - started, 1)
     return row
+
+
+def _without_winograd(path: Path, loaded, semantics: str) -> bool:
+    runner = ncnn.Runner(ncnn.model_dir(path), settings=ncnn.NcnnSettings(winograd=False))
+    try:
+        batch, imgsz = input_geometry(runner)
+        return verify_runner(runner, loaded, imgsz, batch, semantics=semantics).passed
+    finally:
+        runner.close()
 
 
 def why(row: Row) -> str:
@@ -145,7 +157,9 @@ def why(row: Row) -> str:
     if row.loaded and not row.parity:
         where = f"first at {row.departs_at}" if row.departs_at else "no module's output departs by more than " \
             "atol + rtol x its largest value: an element-wise departure"
-        said.append(f"ncnn departs by {row.max_abs:.3g} ({row.worst}); {where}"
+        winograd = {True: "; passes with Winograd convolutions off", False: "; fails with Winograd off too",
+                    None: ""}[row.parity_without_winograd]
+        said.append(f"ncnn departs by {row.max_abs:.3g} ({row.worst}); {where}{winograd}"
                     + (" (onnxruntime departs too)" if not row.onnx_parity else ""))
     return "; ".join(said)[:400]
 

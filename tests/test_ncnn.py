@@ -137,3 +137,15 @@ def test_bench_times_ncnn_settings_one_image_at_a_time(cga, tmp_path):
                     ("ncnn", "", "bf16", 1)}
     result = invoke("bench", CGA, "--backend", "ncnn", *quick, "--output-dir", tmp_path / "batches")
     assert result.exit_code == 2 and "--batch 1" in result.stderr and not (tmp_path / "batches").exists()
+
+
+@pytest.mark.parametrize("head, carries", [("seg", "masks"), ("pose", "keypoints"), ("obb", "obb")])
+def test_every_head_passes_through_ncnn_and_ultralytics_predicts_its_task(head, carries, tmp_path):
+    from ultralytics import YOLO
+
+    out = tmp_path / f"{head}.onnx"
+    data = export(FIXTURES / f"yolov8n-cga-{head}-shapes.pt", out)
+    assert [(p["backend"], p["passed"]) for p in data["parity"]] == [("onnxruntime", True), ("ncnn", True)]
+    image, _ = shapes.draw_image(shapes.ShapesSpec(), "val", 0)
+    (result,) = YOLO(str(ncnn.model_dir(out)))(image, imgsz=160, verbose=False)
+    assert getattr(result, carries) is not None and len(getattr(result, carries)) > 0

@@ -40,14 +40,13 @@ class NcnnOptions:
 @dataclass(frozen=True)
 class NcnnSettings:
     """ncnn's CPU options: ``precision`` "fp32", "fp16" (fp16 storage and arithmetic) or "bf16" (bf16 storage);
-    ``packing``: the packed layout that fills SIMD lanes with channels."""
+    ``packing``: the packed layout that fills SIMD lanes with channels; ``winograd``: Winograd 3x3 convolutions
+    (ncnn's default, and faster; their fp32 rounding is larger: on untrained seeded models fed noise it alone can
+    exceed the fp32 tolerance, reports/ncnn)."""
 
     precision: str = "fp32"
     packing: bool = True
-
-    @property
-    def label(self) -> str:
-        return f"{self.precision}{'' if self.packing else ', unpacked'}"
+    winograd: bool = True
 
 
 def missing() -> str | None:
@@ -225,6 +224,7 @@ class Runner:
 def options(settings: NcnnSettings, threads: int | None = None) -> dict:
     """The ``ncnn.Option`` fields ``settings`` set: what a user sets on ``net.opt`` to run the model as it was timed."""
     half, bf16 = settings.precision == "fp16", settings.precision == "bf16"
-    found = {"use_vulkan_compute": False, "use_packing_layout": settings.packing, "use_fp16_storage": half,
+    found = {"use_vulkan_compute": False, "use_packing_layout": settings.packing,
+             "use_winograd_convolution": settings.winograd, "use_fp16_storage": half,
              "use_fp16_packed": half, "use_fp16_arithmetic": half, "use_bf16_storage": bf16, "use_bf16_packed": bf16}
     return found | ({"num_threads": threads} if threads else {})
