@@ -11,8 +11,9 @@ Per row: the lint's verdict for ncnn (its error checks), whether pnnx converted 
 lint and the outcome disagree, why. "agrees": the lint passed and everything else did, or the lint failed and
 something else did.
 
-Writes reports/ncnn/report.json and report.md. Run: python scripts/ncnn_report.py [--imgsz 96] [--render] [ROW ...]
-(named rows are run again, the others kept from report.json). The variants run at 128 at least: their windows
+Writes reports/ncnn/report.json and report.md. Run: python scripts/ncnn_report.py [--imgsz 96] [--render] [--resume] [ROW ...]
+(named rows are run again, the others kept from report.json; --resume keeps every row there and names the
+one the process died on). The variants run at 128 at least: their windows
 of 2 tile YOLOv8's P5 map from 4x4. The report is rewritten after every row.
 """
 
@@ -39,6 +40,7 @@ from tests.task_models import build  # noqa: E402
 from tests.variants import GRAPH_VARIANTS  # noqa: E402
 
 OUT = ROOT / "reports/ncnn"
+PENDING = Path(tempfile.gettempdir()) / "ncnn_report.pending"  # the row running, to name it if the process dies
 # CGA's attention biases are built for 7x7 windows: a P5 map smaller than 7x7 does not run (224 is the smallest size).
 SMALLEST = {"cga": 224}
 FAMILIES = [  # (row, YAML, task, end-to-end)
@@ -193,10 +195,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--imgsz", type=int, default=96)
     parser.add_argument("--render", action="store_true", help="rewrite report.md from report.json, running nothing")
+    parser.add_argument("--resume", action="store_true", help="keep the rows report.json holds, run the others")
     parser.add_argument("rows", nargs="*")
     args = parser.parse_args()
     kept = {}
-    if (args.rows or args.render) and (OUT / "report.json").exists():
+    if (args.rows or args.render or args.resume) and (OUT / "report.json").exists():
         kept = {r["name"]: Row(**{k: v for k, v in r.items() if k in Row.__dataclass_fields__})
                 for r in json.loads((OUT / "report.json").read_text())["rows"]}
     if args.render:
@@ -205,12 +208,17 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, (group, make, rewrite, size) in builders(args.imgsz).items():
-            if args.rows and name not in args.rows and name in kept:
+            if name in kept and (args.resume or args.rows and name not in args.rows):
                 rows.append(kept[name])
                 continue
+            if args.resume and PENDING.exists() and PENDING.read_text() == name:
+                rows.append(Row(group, name, error="the process died running this row (a crash in pnnx or ncnn)"))
+                continue
+            PENDING.write_text(name)
             rows.append(measure(name, group, make, rewrite, Path(tmp), size))
             print(f"{name}: lint {rows[-1].lint_passed} parity {rows[-1].parity} {why(rows[-1])[:120]}", flush=True)
             write(rows, args.imgsz)
+    PENDING.unlink(missing_ok=True)
 
 
 def write(rows: list[Row], imgsz: int) -> None:

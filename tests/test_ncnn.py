@@ -149,3 +149,21 @@ def test_every_head_passes_through_ncnn_and_ultralytics_predicts_its_task(head, 
     image, _ = shapes.draw_image(shapes.ShapesSpec(), "val", 0)
     (result,) = YOLO(str(ncnn.model_dir(out)))(image, imgsz=160, verbose=False)
     assert getattr(result, carries) is not None and len(getattr(result, carries)) > 0
+
+
+def test_a_first_layer_working_in_place_runs_on_the_runners_own_copy(tmp_path):
+    """ncnn's in-place layers write into their input: on memory numpy owns, a first Erf or LayerNorm crashed."""
+    import torch
+
+    class FirstInPlace(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.layer_norm(torch.erf(x), (6,))
+
+    x = torch.randn(2, 8, 6, 6, generator=torch.Generator().manual_seed(0))
+    torch.onnx.export(FirstInPlace(), (x[:1],), str(tmp_path / "m.onnx"), opset_version=18, dynamo=False)
+    runner = ncnn.Runner(ncnn.export(tmp_path / "m.onnx", tmp_path / "m_ncnn_model", ncnn.NcnnOptions()).path)
+    try:
+        (got,) = runner.run([x.numpy()])
+    finally:
+        runner.close()
+    assert np.abs(got - FirstInPlace()(x).numpy()).max() < 1e-5

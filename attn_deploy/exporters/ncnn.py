@@ -205,13 +205,14 @@ class Runner:
         import ncnn
 
         x = inputs[0]
-        if x.ndim != 4 or list(x.shape[1:]) != self.input_shape[1:]:
+        if x.ndim != 4 or ("imgsz" in self.meta and list(x.shape[1:]) != self.input_shape[1:]):
             raise AttnDeployError(f"input of shape {tuple(x.shape)} does not fit the model's input "
                                   f"{['batch', *self.input_shape[1:]]}")
         results = []
         for sample in np.ascontiguousarray(x, dtype=np.float32):
             with self.net.create_extractor() as extractor:
-                extractor.input(self.inputs[0], ncnn.Mat(sample))
+                # a Mat of its own: a first layer that works in place (Erf, LayerNorm, ...) crashes on numpy's memory
+                extractor.input(self.inputs[0], ncnn.Mat(sample).clone())
                 results.append([np.array(extractor.extract(name)[1]) for name in self.outputs])
         return [np.stack(outputs) for outputs in zip(*results)]
 
