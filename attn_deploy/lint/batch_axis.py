@@ -3,9 +3,11 @@ size 1. A graph that moves data along axis 0 cannot be converted faithfully: pnn
 there ("cat along batch axis 0 is not supported"), and ncnn then cannot load the model. CGA's windows are
 the usual cause: stacked on the batch axis by a concat and split off again after the attention.
 
-Flagged, on activations of rank 2 or more: Concat, Split and Gather along axis 0, Slice over axis 0 that
-does not keep it whole, a Transpose that moves axis 0, and a Reshape whose leading size differs from its
-input's (other axes folded into the batch, or the batch into them).
+Flagged, on activations of rank 2 or more: Concat, Split and Gather along axis 0, and Slice over axis 0
+that does not keep it whole. A Concat along it converts without a warning where no split follows, and ncnn
+then computes a wrong result (reports/ncnn/ops.md). Reshapes and transposes that move sizes into or out of
+axis 0 are not flagged: pnnx takes them (multi-head attention's reshapes convert and pass parity in ncnn,
+reports/ncnn/report.md).
 """
 
 import numpy as np
@@ -25,12 +27,6 @@ def _along_batch(node, shapes: dict[str, list], values: dict[str, np.ndarray]) -
     rank, op = len(shape), node.op_type
     if op in ("Concat", "Split", "Gather"):
         return _axis(node) % rank == 0
-    if op == "Transpose":
-        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), list(range(rank))[::-1])
-        return perm[0] != 0
-    if op == "Reshape":
-        out = shapes.get(node.output[0]) or []
-        return bool(out) and isinstance(out[0], int) and isinstance(shape[0], int) and out[0] != shape[0]
     if op == "Slice":
         return _slices_batch(node, shape, values)
     return False
