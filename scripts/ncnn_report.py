@@ -1,6 +1,7 @@
 """ncnn for every model attn-deploy knows: what the ncnn lint predicted, and what pnnx and ncnn then did.
 
-Rows, each a seeded model (seed 0) saved as best.pt and exported for ncnn at --imgsz (CGA at 224, the smallest size it runs at; the variants at 128), batch 1, fp32:
+Rows, each a seeded model (seed 0) saved as best.pt and exported for ncnn at --imgsz (CGA at 224, the smallest size
+it runs at; the variants at 128), batch 1, fp32:
 - every zoo module at P5 of YOLOv8n, YOLO11n and YOLO26n (attn_deploy.models ZOO, build_detector), and on YOLOv8n
   also exported without the rewrites (--no-rewrite), the form a user who skips them hands to pnnx;
 - every variant in tests/variants.py (GRAPH_VARIANTS) at P5 of YOLOv8n;
@@ -11,7 +12,8 @@ Per row: the lint's verdict for ncnn (its error checks), whether pnnx converted 
 lint and the outcome disagree, why. "agrees": the lint passed and everything else did, or the lint failed and
 something else did.
 
-Writes reports/ncnn/report.json and report.md. Run: python scripts/ncnn_report.py [--imgsz 96] [--render] [--resume] [ROW ...]
+Writes reports/ncnn/report.json and report.md.
+Run: python scripts/ncnn_report.py [--imgsz 96] [--render] [--resume] [ROW ...]
 (named rows are run again, the others kept from report.json; --resume keeps every row there and names the
 one the process died on). The variants run at 128 at least: their windows
 of 2 tile YOLOv8's P5 map from 4x4. The report is rewritten after every row.
@@ -179,7 +181,8 @@ def sections(rows: list[Row], imgsz: int) -> dict[str, str]:
     agree = sum(r.agrees for r in rows)
     summary = [
         f"Every model seeded (seed 0), exported for ncnn at {imgsz}x{imgsz} (CGA at 224: its attention biases are "
-        "built for 7x7 windows; the variants at 128: their windows of 2 need an even P5 map), batch 1, fp32 weights (`--target ncnn`: "
+        "built for 7x7 windows; the variants at 128: their windows of 2 need an even P5 map), batch 1, fp32 weights "
+        "(`--target ncnn`: "
         f"the module rules and graph passes ncnn needs, the ONNX linted for ncnn, pnnx {ncnn.version()[1]}, "
         f"ncnn {ncnn.version()[0]}), parity in ncnn against the original PyTorch model at the fp32 tolerance.",
         "", f"- exported with the rewrites: **{good} of {len(rewritten)}** convert, load and pass parity in ncnn "

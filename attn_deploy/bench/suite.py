@@ -22,7 +22,8 @@ from .profile import OpProfile, profile
 BACKENDS = {"torch": "torch", "ort": "onnxruntime", "openvino": "openvino", "trt": "tensorrt", "ncnn": "ncnn"}
 ASKED_ONLY = ("ncnn",)  # run when asked for by name: ncnn takes one image at a time, the default batches are 1,8,32
 PROFILED = ("onnxruntime", "openvino")
-ARTEFACT_BACKEND = {"onnx": "onnxruntime", "openvino": "openvino", "trt": "tensorrt", "ncnn": "ncnn"}  # exporters.backend_of -> runner
+# exporters.backend_of -> runner
+ARTEFACT_BACKEND = {"onnx": "onnxruntime", "openvino": "openvino", "trt": "tensorrt", "ncnn": "ncnn"}
 BATCHES = [1, 8, 32]  # a checkpoint's, or a dynamic export's, when no batch is asked for
 Progress = Callable[[str, int, int], None]  # (what is running, jobs done, jobs in all)
 Step = Callable[[str], contextlib.AbstractContextManager]

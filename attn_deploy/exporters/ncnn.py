@@ -72,7 +72,8 @@ def _pnnx(onnx_path: Path, out: Path, half: bool) -> list[str]:
 
     files = {"ncnnparam": PARAM, "ncnnbin": BIN, "ncnnpy": "model_ncnn.py", "pnnxparam": "model.pnnx.param",
              "pnnxbin": "model.pnnx.bin", "pnnxpy": "model_pnnx.py", "pnnxonnx": "model.pnnx.onnx"}
-    args = [pnnx.EXEC_PATH, str(onnx_path.resolve()), f"fp16={int(half)}", *(f"{k}={out / v}" for k, v in files.items())]
+    args = [pnnx.EXEC_PATH, str(onnx_path.resolve()), f"fp16={int(half)}",
+            *(f"{k}={out / v}" for k, v in files.items())]
     try:
         done = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=out)
     except subprocess.TimeoutExpired as e:
