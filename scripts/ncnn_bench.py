@@ -6,10 +6,11 @@ opened, timed by the bench harness and closed before the next (one live runtime 
 live in one process fight over the cores). A median is the median of the rounds' medians; a ratio is the median of
 the per-round ratios to onnxruntime at the same thread count.
 
-Writes reports/ncnn/bench.json and bench.md. Run: python scripts/ncnn_bench.py [--sizes 160,640] [--rounds 3]
+Writes reports/ncnn/bench.json and bench.md. Run: python scripts/ncnn_bench.py [--sizes 160,640] [--rounds 3] [--render]
 """
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -62,7 +63,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="160,640")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--render", action="store_true", help="rewrite bench.md from bench.json, timing nothing")
     args = parser.parse_args()
+    if args.render:
+        found = json.loads((OUT / "bench.json").read_text())
+        write(found["rows"], found["rounds"], found["machine"])
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in (int(s) for s in args.sizes.split(",")):
@@ -73,16 +79,20 @@ def main() -> None:
                         rows.append({"fixture": name, "imgsz": size, "threads": threads, "runtime": runtime, **found})
                         print(rows[-1], flush=True)
     write_json(OUT / "bench.json", {"rounds": args.rounds, "budget": BUDGET, "rows": rows, "machine": machine()})
+    write(rows, args.rounds, machine())
+
+
+def write(rows: list[dict], rounds: int, facts: dict) -> None:
     table = markdown_table((["fixture", "imgsz", "threads", "runtime", "median ms", "x onnxruntime (median of rounds)"],
                             [[r["fixture"], str(r["imgsz"]), str(r["threads"]), r["runtime"], f"{r['median_ms']:.1f}",
                               f"{r['to_onnxruntime']:.2f}"] for r in rows]))
     method = (f"Single-image latency of the trained YOLOv8n-CGA and -SimAM fixtures, exported with `--target ncnn` "
               f"(every runtime runs the same rewritten graph; OpenVINO with the f32 hint, its latency mode), "
-              f"{args.rounds} interleaved rounds, one live runtime at a time, each timed by the bench harness "
+              f"{rounds} interleaved round(s), one live runtime at a time, each timed by the bench harness "
               f"({BUDGET.warmup_s:g} s warm-up, at least {BUDGET.iters} runs and {BUDGET.duration_s:g} s). "
               "The machine was SHARED with other agents' work while this ran: take the ratios, not the milliseconds.")
     write_markdown(OUT / "bench.md", "ncnn beside onnxruntime and OpenVINO", {
-        "Method": method, "Latency": table, "Machine": machine_lines(machine())})
+        "Method": method, "Latency": table, "Machine": machine_lines(facts)})
 
 
 if __name__ == "__main__":
