@@ -46,6 +46,7 @@ def test_export_writes_ultralytics_layout_and_passes_parity_in_ncnn(cga):
     out, data = cga
     directory = ncnn.model_dir(out)
     assert sorted(p.name for p in directory.iterdir()) == ["metadata.yaml", "model.ncnn.bin", "model.ncnn.param"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["cga.onnx", "cga_ncnn_model"]  # nothing else beside
     assert [(p["backend"], p["precision"], p["passed"]) for p in data["parity"]] == [
         ("onnxruntime", "fp32", True), ("ncnn", "fp32", True)]
     assert [lint["target"] for lint in data["lint"]] == ["ncnn"] and data["lint"][0]["passed"]

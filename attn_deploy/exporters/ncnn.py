@@ -66,23 +66,27 @@ def model_dir(onnx_path: Path) -> Path:
     return onnx_path.with_name(f"{onnx_path.stem}_ncnn_model")
 
 
-def _pnnx(onnx_path: Path, out: Path, half: bool) -> list[str]:
-    """Run pnnx on ``onnx_path``, writing ``PARAM`` and ``BIN`` in ``out``; its warnings."""
+def _pnnx(source: Path, out: Path, half: bool) -> list[str]:
+    """Run pnnx on a copy of ``source`` in ``out`` (pnnx writes ``<stem>.pnnxsim.onnx`` beside its input), writing
+    ``PARAM`` and ``BIN`` there; its warnings."""
+    import shutil
+
     import pnnx
 
+    onnx_path = Path(shutil.copyfile(source, out / "model.onnx"))
     files = {"ncnnparam": PARAM, "ncnnbin": BIN, "ncnnpy": "model_ncnn.py", "pnnxparam": "model.pnnx.param",
              "pnnxbin": "model.pnnx.bin", "pnnxpy": "model_pnnx.py", "pnnxonnx": "model.pnnx.onnx"}
-    args = [pnnx.EXEC_PATH, str(onnx_path.resolve()), f"fp16={int(half)}",
+    args = [pnnx.EXEC_PATH, str(onnx_path), f"fp16={int(half)}",
             *(f"{k}={out / v}" for k, v in files.items())]
     try:
         done = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=out)
     except subprocess.TimeoutExpired as e:
-        raise AttnDeployError(f"pnnx did not finish converting {onnx_path} in 15 minutes") from e
+        raise AttnDeployError(f"pnnx did not finish converting {source} in 15 minutes") from e
     said = (done.stdout + done.stderr).splitlines()
     warnings = [line.strip() for line in said if "not supported" in line or "unsupported" in line.lower()]
     if done.returncode != 0 or not (out / PARAM).exists():
         tail = "; ".join(warnings or [line for line in said if line.strip()][-3:])
-        raise AttnDeployError(f"pnnx cannot convert {onnx_path} (exit {done.returncode}): {tail[:400]}")
+        raise AttnDeployError(f"pnnx cannot convert {source} (exit {done.returncode}): {tail[:400]}")
     return warnings
 
 
