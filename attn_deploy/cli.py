@@ -41,6 +41,7 @@ class RewriteTarget(str, Enum):
     openvino = "openvino"
     trt = "trt"
     npu = "npu"
+    ncnn = "ncnn"
 
 
 class LintTarget(str, Enum):
@@ -48,6 +49,7 @@ class LintTarget(str, Enum):
     openvino = "openvino"
     trt = "trt"
     npu = "npu"
+    ncnn = "ncnn"
 
 
 class Device(str, Enum):
@@ -60,6 +62,7 @@ class BenchBackend(str, Enum):
     ort = "ort"
     openvino = "openvino"
     trt = "trt"
+    ncnn = "ncnn"
 
 
 class ShapesTask(str, Enum):  # shapes.TASKS
@@ -318,14 +321,15 @@ def finish(run, as_json: bool, junit: Path | None) -> None:
 def export(
     checkpoint: CheckpointArg,
     target: Annotated[str, typer.Option(help="Targets: onnx, openvino, trt, npu (<stem>.npu.onnx, every graph pass "
-                                        "the npu list needs), comma-separated, or all.")] = "onnx",
+                                        "the npu list needs), ncnn (<stem>_ncnn_model/, needs the ncnn extra), "
+                                        "comma-separated, or all.")] = "onnx",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="The ONNX file; the other artefacts are "
                                                 "named after it (default: beside CKPT).")] = None,
     imgsz: ImgszOpt = None,
     batch: Annotated[int, typer.Option(min=1, help="Batch size of the static export.")] = 1,
     dynamic: Annotated[bool, typer.Option(help="Symbolic batch axis (spatial axes stay static).")] = False,
     half: Annotated[bool, typer.Option(help="fp16: a mixed-precision ONNX, FP16 OpenVINO weights, a TensorRT "
-                                       "fp16 engine.")] = False,
+                                       "fp16 engine, ncnn fp16 weights and arithmetic.")] = False,
     opset: Annotated[int, typer.Option(min=7, help="ONNX opset.")] = 18,
     simplify: Annotated[bool, typer.Option(help="Simplify with onnxsim (onnxslim as fallback).")] = True,
     rewrite: Annotated[bool, typer.Option(help="Apply the verified static rewrites before exporting.")] = True,
@@ -369,6 +373,7 @@ def export(
                                                            simplify=simplify, force=force),
                          half, rewrite, ov_device, trt, chosen, Detections(conf=det_conf),
                          map_tolerances=map_tolerances(map_tol), int8=int8)
+    pipeline.check_ncnn(plan)
     for path in plan.outputs():
         check_writable(path, force)
     loaded = load_checkpoint(checkpoint, plugin, fork, trust_checkpoint, yaml)
@@ -537,7 +542,8 @@ def bench(
         "Default: the demo's checkpoint.")] = None,
     device: Annotated[Device, typer.Option(help="Where to run.")] = Device.cpu,
     backend: Annotated[list[BenchBackend] | None, typer.Option(
-        help="Backends (repeatable; default: every one available for --device).")] = None,
+        help="Backends (repeatable; default: every one available for --device but ncnn, which runs at --batch 1 "
+             "only: fp32, unpacked, fp16 and bf16 rows).")] = None,
     batch: Annotated[str | None, typer.Option(help="Batches, comma-separated (default: a static export's own batch; "
                                               "1,8,32 for a checkpoint or a dynamic export).")] = None,
     imgsz: ImgszOpt = None,

@@ -25,15 +25,15 @@ from . import data, heads, parity
 from .accuracy import MAP_TOLERANCES, AccuracyCheck, scored
 from .loading import LoadedModel
 from .errors import AttnDeployError
-from .exporters import ExportResult, artefact_metadata, mixed_precision, onnx, openvino, qdq, tensorrt
+from .exporters import ExportResult, artefact_metadata, mixed_precision, ncnn, onnx, openvino, qdq, tensorrt
 from .exporters import torch as torch_backend
 from .files import check_writable
 from .lint import LintReport, lint
 from .parity import TOLERANCES, Detections, ParityReport, Tolerance
 from .verify import localise_export, verify_export
 
-TARGETS = ("onnx", "openvino", "trt", "npu")
-LINT_TARGET = {"onnx": "ort", "openvino": "openvino", "trt": "trt", "npu": "npu"}
+TARGETS = ("onnx", "openvino", "trt", "npu", "ncnn")
+LINT_TARGET = {"onnx": "ort", "openvino": "openvino", "trt": "trt", "npu": "npu", "ncnn": "ncnn"}
 Step = Callable[[str], contextlib.AbstractContextManager]
 
 
@@ -61,6 +61,7 @@ class Plan:
         paths += ([self.fp16_onnx] if self.half else []) + ([self.int8_onnx] if self.int8 else [])
         if "openvino" in self.targets:
             paths += [openvino.model_dir(self.output)] + ([openvino.int8_dir(self.output)] if self.int8 else [])
+        paths += [ncnn.model_dir(self.output)] if "ncnn" in self.targets else []
         return paths + ([self.output.with_suffix(".engine")] if "trt" in self.targets else [])
 
     @property
@@ -98,8 +99,20 @@ def _quiet(text: str):
 
 
 def rewrite_target(targets: list[str]) -> str:
-    """One target's needs, or every rule's ("onnx") when several targets share the graph."""
-    return targets[0] if len(targets) == 1 else "onnx"
+    """One target's needs, or every rule's ("onnx") when several targets share the graph. With ncnn among them,
+    ncnn's: its rules differ from the others' only where they keep attention windows off the batch axis, which
+    every target runs."""
+    return "ncnn" if "ncnn" in targets else targets[0] if len(targets) == 1 else "onnx"
+
+
+def check_ncnn(plan: Plan) -> None:
+    """Fail at once when ncnn is asked for and cannot be built, writing nothing."""
+    if "ncnn" not in plan.targets:
+        return
+    ncnn.require()
+    if plan.onnx.batch != 1 or plan.onnx.dynamic:
+        raise AttnDeployError("--target ncnn: ncnn takes one image at a time (it has no batch axis); export at "
+                              "--batch 1 without --dynamic. Nothing was written.")
 
 
 def check_trt(plan: Plan, loaded: LoadedModel, step: Step = _quiet) -> None:
@@ -140,6 +153,7 @@ def build(loaded: LoadedModel, plan: Plan, step: Step = _quiet) -> Deployment:
     """Build and lint every artefact of ``plan``, unchecked (``check`` compares them with ``loaded``)."""
     for path in plan.outputs():
         check_writable(path, plan.onnx.force)
+    check_ncnn(plan)
     check_trt(plan, loaded, step)
     calibration = calibration_paths(plan)  # bad --calib fails here, before anything is written
     model, rewrite_report = _rewritten(loaded, plan, step)
@@ -249,6 +263,10 @@ def _build(plan: Plan, result: Deployment, step: Step, calibration: list[Path]) 
         _build_int8(plan, result, calibration, mixed_precision.int8_float_nodes(plan.output, chosen), step)
     if "trt" in plan.targets:
         result.exports.append(build_trt(plan, calibration, step))
+    if "ncnn" in plan.targets:
+        with step(f"Converting to ncnn with pnnx ({'fp16' if plan.half else 'fp32'} weights)"):
+            result.exports.append(ncnn.export(plan.output, ncnn.model_dir(plan.output),
+                                              ncnn.NcnnOptions(plan.half, force=True)))
 
 
 def _build_int8(plan: Plan, result: Deployment, paths: list[Path], keep: list[str], step: Step) -> None:

@@ -16,7 +16,7 @@ from attn_deploy import fixtures, load, shapes
 from attn_deploy.bench import tune
 from attn_deploy.bench.job import Context, Job, JobResult, run_job
 from attn_deploy.cli import app
-from attn_deploy.exporters import open_runner, tensorrt
+from attn_deploy.exporters import ncnn, open_runner, tensorrt
 from attn_deploy.exporters import torch as torch_backend
 from attn_deploy.parity import Tolerance
 
@@ -56,6 +56,7 @@ def test_every_candidate_ran_with_a_parity_verdict_and_a_score(tuned):
     assert report["imgsz"] == [160, 160]
     ran = [c for c in report["candidates"] if not c["skipped"]]
     trt = {"tensorrt"} if tensorrt.missing() is None else set()
+    trt |= {"ncnn"} if ncnn.missing() is None else set()
     assert {c["backend"] for c in ran} == {"onnxruntime", "openvino", "torch"} | trt
     assert {c["precision"] for c in ran} >= {"fp32", "fp16", "int8"}
     for c in ran:

@@ -20,9 +20,11 @@ from .job import Job, Settings
 from ..errors import AttnDeployError
 from .profile import OpProfile, profile
 
-BACKENDS = {"torch": "torch", "ort": "onnxruntime", "openvino": "openvino", "trt": "tensorrt"}
+BACKENDS = {"torch": "torch", "ort": "onnxruntime", "openvino": "openvino", "trt": "tensorrt", "ncnn": "ncnn"}
+ASKED_ONLY = ("ncnn",)  # run when asked for by name: ncnn takes one image at a time, the default batches are 1,8,32
 PROFILED = ("onnxruntime", "openvino")
-ARTEFACT_BACKEND = {"onnx": "onnxruntime", "openvino": "openvino", "trt": "tensorrt"}  # exporters.backend_of -> runner
+# exporters.backend_of -> runner
+ARTEFACT_BACKEND = {"onnx": "onnxruntime", "openvino": "openvino", "trt": "tensorrt", "ncnn": "ncnn"}
 BATCHES = [1, 8, 32]  # a checkpoint's, or a dynamic export's, when no batch is asked for
 Progress = Callable[[str, int, int], None]  # (what is running, jobs done, jobs in all)
 Step = Callable[[str], contextlib.AbstractContextManager]
@@ -30,8 +32,9 @@ Step = Callable[[str], contextlib.AbstractContextManager]
 
 @dataclass(frozen=True)
 class Variant:
-    """One way to run a model: a backend, its mode (torch: eager or CUDA graph; OpenVINO: its performance hint)
-    and the precision it computes in (OpenVINO: "fp32" sets the f32 hint, "default" keeps the device's own)."""
+    """One way to run a model: a backend, its mode (torch: eager or CUDA graph; OpenVINO: its performance hint;
+    ncnn: "unpacked" turns its packing layout off) and the precision it computes in (OpenVINO: "fp32" sets the f32
+    hint, "default" keeps the device's own; ncnn: fp16 storage and arithmetic, or bf16 storage)."""
 
     backend: str
     mode: str = ""
@@ -44,7 +47,8 @@ class Variant:
 
 VARIANTS = {
     "cpu": (Variant("torch", "eager"), Variant("onnxruntime"), Variant("openvino", "latency"),
-            Variant("openvino", "throughput")),
+            Variant("openvino", "throughput"), Variant("ncnn"), Variant("ncnn", "unpacked"),
+            Variant("ncnn", precision="fp16"), Variant("ncnn", precision="bf16")),
     "cuda": (Variant("torch", "eager"), Variant("torch", "cuda-graph"), Variant("torch", "eager", "fp16"),
              Variant("torch", "cuda-graph", "fp16"), Variant("tensorrt", precision="fp16")),
 }
@@ -58,6 +62,10 @@ def unavailable(backend: str, device: str) -> str | None:
         from ..exporters import tensorrt
 
         return tensorrt.missing()
+    if backend == "ncnn":
+        from ..exporters import ncnn
+
+        return ncnn.missing()
     if device == "cuda":
         import torch
 
@@ -68,7 +76,8 @@ def unavailable(backend: str, device: str) -> str | None:
 def choose_variants(device: str, backends: list[str] | None) -> tuple[list[Variant], list[str]]:
     """The variants to run, and why each default backend left out is not run. A backend asked for by name that
     cannot run is an error."""
-    asked = [BACKENDS[b] for b in backends] if backends else list(dict.fromkeys(v.backend for v in VARIANTS[device]))
+    asked = [BACKENDS[b] for b in backends] if backends else list(dict.fromkeys(
+        v.backend for v in VARIANTS[device] if v.backend not in ASKED_ONLY))
     reasons = {b: unavailable(b, device) for b in asked}
     if backends and any(reasons.values()):
         raise AttnDeployError("; ".join(f"--backend {b}: {r}" for b, r in reasons.items() if r))
@@ -180,7 +189,7 @@ def open_variant(subject: Subject, variant: Variant, batch: int, plan: Plan, pro
                  spinning: bool = True):
     """A runner for ``subject`` as ``variant`` runs it on ``plan.device``, at ``batch``. ``spinning=False`` for
     onnxruntime sessions that are timed in turn with other live runners."""
-    from ..exporters import onnx, openvino, tensorrt
+    from ..exporters import ncnn, onnx, openvino, tensorrt
     from ..exporters import torch as torch_backend
 
     if variant.backend == "torch" and plan.device == "cpu":
@@ -193,6 +202,8 @@ def open_variant(subject: Subject, variant: Variant, batch: int, plan: Plan, pro
     if variant.backend == "openvino":
         return openvino.Runner(path, precision=None if variant.precision == "default" else "fp32",
                                threads=plan.threads, mode=variant.mode or "latency", batch=batch, profiling=profiling)
+    if variant.backend == "ncnn":
+        return ncnn.Runner(path, plan.threads, ncnn.NcnnSettings(variant.precision, variant.mode != "unpacked"))
     return tensorrt.Runner(path)
 
 
@@ -313,9 +324,11 @@ def from_checkpoint(loaded, plan: Plan, imgsz: tuple[int, int], workdir: Path, s
     """A checkpoint's subject, exported on the fly by the deploy pipeline (so each export is parity-checked) to
     the backends that ``plan`` runs besides torch."""
     from .. import pipeline
-    from ..exporters import onnx, openvino, tensorrt
+    from ..exporters import ncnn, onnx, openvino, tensorrt
 
     batches = plan.batches or BATCHES
+    if any(v.backend == "ncnn" for v in plan.variants) and batches != [1]:
+        raise AttnDeployError("--backend ncnn takes one image at a time (ncnn has no batch axis): pass --batch 1")
     loaded.check_input(imgsz, max(batches))
     subject = describe(Subject(loaded.source.stem, imgsz, loaded.model, {"checkpoint": loaded.source},
                                blocks=attention_blocks(loaded.model), batches=batches))
@@ -324,12 +337,12 @@ def from_checkpoint(loaded, plan: Plan, imgsz: tuple[int, int], workdir: Path, s
         return subject, []
     batch, dynamic = _batch_options(batches)
     output = workdir / f"{subject.name}.onnx"
-    targets = [t for t, b in (("openvino", "openvino"), ("trt", "tensorrt")) if b in backends]
+    targets = [t for t, b in (("openvino", "openvino"), ("trt", "tensorrt"), ("ncnn", "ncnn")) if b in backends]
     deploy = pipeline.Plan(targets, output, onnx.OnnxOptions(imgsz, batch, dynamic, force=True), half="trt" in targets,
                            trt=tensorrt.TensorRTOptions(max_batch=max(batches)))
     run = pipeline.deploy(loaded, deploy, step)
     subject.artefacts.update({"onnxruntime": output, "openvino": openvino.model_dir(output),
-                              "tensorrt": output.with_suffix(".engine")})
+                              "tensorrt": output.with_suffix(".engine"), "ncnn": ncnn.model_dir(output)})
     subject.artefacts = {k: v for k, v in subject.artefacts.items() if v.exists()}
     return subject, [f"{subject.name}: the export for {p.backend} ({p.precision}) "
                      f"{'passed' if p.passed else 'FAILED'} parity against PyTorch" for p in run.parity if p.gating]
@@ -358,7 +371,7 @@ def from_artefact(path: Path, plan: Plan, imgsz: tuple[int, int] | None, workdir
                               "--batch), or export with --dynamic")
     batches = plan.batches or (BATCHES if dynamic else [static_batch])
     kind = backend_of(path)
-    name = path.stem if path.is_file() else path.name.removesuffix("_openvino_model")
+    name = path.stem if path.is_file() else path.name.removesuffix("_openvino_model").removesuffix("_ncnn_model")
     subject = Subject(name, own, artefacts={ARTEFACT_BACKEND[kind]: path}, batches=batches)
     notes = [] if kind != "onnx" else [f"{name}: exported file, parameters counted from its initializers; no GFLOPs "
                                        "without the checkpoint"]

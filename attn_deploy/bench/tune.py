@@ -35,8 +35,9 @@ MAP_BUDGET = 0.005  # the largest mAP50-95 drop a recommendation may cost, whate
 # The two references run whatever the budget: the speed-ups and the reason line refer to them.
 BASELINE, REFERENCE = "ultralytics onnx (baseline)", "onnxruntime fp32"
 STABLE = {"onnxruntime": ".tuned.onnx", "openvino": ".tuned_openvino_model", "tensorrt": ".tuned.engine",
-          "torch": ".tuned.pt"}  # the recommended artefact's name beside the checkpoint, by backend
-DISPLAY = {"onnxruntime": "onnxruntime", "openvino": "OpenVINO", "tensorrt": "TensorRT", "torch": "PyTorch"}
+          "torch": ".tuned.pt", "ncnn": ".tuned_ncnn_model"}  # the recommended artefact's name beside the checkpoint
+DISPLAY = {"onnxruntime": "onnxruntime", "openvino": "OpenVINO", "tensorrt": "TensorRT", "torch": "PyTorch",
+           "ncnn": "ncnn"}
 Progress = Callable[[str, int, int], None]
 Step = Callable[[str], object]
 
@@ -206,15 +207,37 @@ def build(loaded, request: Request, workdir: Path, step: Step) -> tuple[dict[str
                                                            workdir / f"{stem}.{precision}.engine").path
     else:
         notes.append(f"TensorRT candidates not tried: {tensorrt.missing()}")
+    notes += _build_ncnn(loaded, request, workdir, step, paths)
     return paths, built.rewrite.reference if built.rewrite else "eager", notes
 
 
-# (name, backend, artefact kind, mode, precision asked of the runtime) in the order they run after the references
+def _build_ncnn(loaded, request: Request, workdir: Path, step: Step, paths: dict[str, Path]) -> list[str]:
+    """The ncnn model, from an export of its own (ncnn's rules keep attention windows off the batch axis); notes."""
+    from .. import pipeline
+    from ..exporters import ncnn, onnx
+
+    if ncnn.missing():
+        return [f"ncnn candidates not tried: {ncnn.missing()}"]
+    plan = pipeline.Plan(["ncnn"], workdir / "ncnn" / f"{loaded.source.stem}.onnx",
+                         onnx.OnnxOptions(request.imgsz, force=True), tolerances=request.tolerances)
+    try:
+        pipeline.build(loaded, plan, step)
+    except AttnDeployError as e:
+        return [f"no ncnn candidates: {e}"]
+    paths["ncnn"] = ncnn.model_dir(plan.output)
+    return []
+
+
+# (name, backend, artefact kind, mode, precision asked of the runtime) in the order they run after the references.
+# ncnn: "fp16" is fp16 storage and arithmetic, "bf16" bf16 storage; "unpacked" turns its packing layout off.
 CPU_LATENCY = [
     ("openvino int8 default latency", "openvino", "openvino-int8", "latency", "default"),
     ("openvino int8 latency", "openvino", "openvino-int8", "latency", "fp32"),
     ("openvino default latency", "openvino", "openvino", "latency", "default"),
     ("openvino fp32 latency", "openvino", "openvino", "latency", "fp32"),
+    ("ncnn fp16", "ncnn", "ncnn", "", "fp16"),
+    ("ncnn bf16", "ncnn", "ncnn", "", "bf16"),
+    ("ncnn fp32", "ncnn", "ncnn", "", "fp32"),
     ("onnxruntime int8", "onnxruntime", "onnx-int8", "", "fp32"),
     ("onnxruntime fp16", "onnxruntime", "onnx-fp16", "", "fp32"),
     (REFERENCE, "onnxruntime", "onnx", "", "fp32"),
@@ -225,6 +248,7 @@ CPU_ONCE = [
     ("openvino int8 throughput", "openvino", "openvino-int8", "throughput", "fp32"),
     ("openvino default throughput", "openvino", "openvino", "throughput", "default"),
     ("openvino fp32 throughput", "openvino", "openvino", "throughput", "fp32"),
+    ("ncnn fp32 unpacked", "ncnn", "ncnn", "unpacked", "fp32"),
 ]
 CUDA = [
     ("tensorrt int8", "tensorrt", "trt-int8", "", "int8"),
@@ -253,7 +277,7 @@ def _skip_reason(kind: str, settings: Settings, paths: dict[str, Path], bf16: bo
     if kind not in paths and "int8" in kind:
         return "INT8 is judged by its mAP: pass --data"
     if kind not in paths:
-        return f"no {kind} artefact was built"
+        return f"no {kind} artefact was built" + (" (see the notes)" if kind == "ncnn" else "")
     if settings.precision == "default" and not bf16:
         return "OpenVINO's CPU default precision is f32 here (no AVX512-BF16 or AMX): the fp32 candidate covers it"
     return None
@@ -349,12 +373,14 @@ def reason(best: Candidate, candidates: list[Candidate]) -> str:
 
 def run_config(settings: Settings, backend: str) -> dict:
     """The options a user passes to run the artefact as it was timed: OpenVINO's compile config, onnxruntime's
-    session threads, torch's threads."""
-    from ..exporters import openvino
+    session threads, ncnn's ``net.opt`` fields, torch's threads."""
+    from ..exporters import ncnn, openvino
 
     if backend == "openvino":
         precision = None if settings.precision == "default" else "fp32"
         return openvino.compile_config(precision, settings.threads, settings.mode)
+    if backend == "ncnn":
+        return ncnn.options(ncnn.NcnnSettings(settings.precision, settings.mode != "unpacked"), settings.threads)
     if backend == "onnxruntime":
         return {"intra_op_num_threads": settings.threads, "inter_op_num_threads": 1} if settings.threads else {}
     return {"torch.set_num_threads": settings.threads} if backend == "torch" and settings.threads else {}

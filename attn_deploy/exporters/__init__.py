@@ -4,6 +4,7 @@ import ast
 import contextlib
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,18 +33,82 @@ def silenced():
         logging.disable(previous)
 
 
+@dataclass(frozen=True)
+class Backend:
+    """How one backend's artefact is recognised, opened and read; ``open(path, threads, ov_device, ov_precision)``."""
+
+    name: str
+    recognises: Callable[[Path], bool]
+    open: Callable[..., object]
+    metadata: Callable[[Path], dict]
+    kind: str  # what the user passes, in words, for the error naming every accepted type
+
+
+def _onnx_runner(path: Path, threads, ov_device, ov_precision):
+    from . import onnx
+
+    return onnx.Runner(path, threads=threads)
+
+
+def _onnx_metadata(path: Path) -> dict:
+    from .onnx import read_metadata
+
+    return read_metadata(path)
+
+
+def _openvino_runner(path: Path, threads, ov_device, ov_precision):
+    from . import openvino
+
+    return openvino.Runner(path, ov_device, ov_precision, threads)
+
+
+def _sidecar_metadata(path: Path) -> dict:
+    import yaml
+
+    sidecar = (path if path.is_dir() else path.parent) / "metadata.yaml"
+    return (yaml.safe_load(sidecar.read_text()) or {}) if sidecar.exists() else {}
+
+
+def _trt_runner(path: Path, threads, ov_device, ov_precision):
+    from . import tensorrt
+
+    return tensorrt.Runner(path)
+
+
+def _trt_metadata(path: Path) -> dict:
+    from . import tensorrt
+
+    return tensorrt.read_header(path)[1]
+
+
+def _ncnn_runner(path: Path, threads, ov_device, ov_precision):
+    from . import ncnn
+
+    return ncnn.Runner(path, threads=threads)
+
+
+def _ncnn_recognises(path: Path) -> bool:
+    return path.suffix == ".param" or (path.is_dir() and any(path.glob("*.param")))
+
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (
+    Backend("onnx", lambda p: p.suffix == ".onnx", _onnx_runner, _onnx_metadata, "a .onnx file"),
+    Backend("openvino", lambda p: p.suffix == ".xml" or (p.is_dir() and any(p.glob("*.xml"))), _openvino_runner,
+            _sidecar_metadata, "an OpenVINO model directory or .xml"),
+    Backend("trt", lambda p: p.suffix == ".engine", _trt_runner, _trt_metadata, "a TensorRT .engine"),
+    Backend("ncnn", _ncnn_recognises, _ncnn_runner, _sidecar_metadata, "an ncnn model directory or .param"),
+)}
+
+
 def backend_of(path: Path) -> str:
-    """``onnx``, ``openvino`` or ``trt``, from the artefact's file type."""
+    """The name of the backend whose artefact ``path`` is (a key of ``BACKENDS``), from its file type."""
     if not path.exists():
         raise AttnDeployError(f"{path} does not exist")
-    if path.suffix == ".onnx":
-        return "onnx"
-    if path.suffix == ".xml" or (path.is_dir() and any(path.glob("*.xml"))):
-        return "openvino"
-    if path.suffix == ".engine":
-        return "trt"
-    raise AttnDeployError(f"{path}: unsupported model type {path.suffix or '(directory)'}; expected a .onnx file, "
-                          "an OpenVINO model directory or .xml, or a TensorRT .engine")
+    found = next((b.name for b in BACKENDS.values() if b.recognises(path)), None)
+    if found is None:
+        kinds = ", ".join(b.kind for b in BACKENDS.values())
+        raise AttnDeployError(f"{path}: unsupported model type {path.suffix or '(directory)'}; expected {kinds}")
+    return found
 
 
 def open_runner(path: Path, threads: int | None = None, ov_device: str = "CPU", ov_precision: str | None = "fp32"):
@@ -52,36 +117,13 @@ def open_runner(path: Path, threads: int | None = None, ov_device: str = "CPU", 
     ``ov_precision`` is OpenVINO's inference precision: "fp32" sets the f32 hint, None keeps the device default.
     """
     path = Path(path)
-    backend = backend_of(path)
-    if backend == "onnx":
-        from . import onnx
-
-        return onnx.Runner(path, threads=threads)
-    if backend == "openvino":
-        from . import openvino
-
-        return openvino.Runner(path, ov_device, ov_precision, threads)
-    from . import tensorrt
-
-    return tensorrt.Runner(path)
+    return BACKENDS[backend_of(path)].open(path, threads, ov_device, ov_precision)
 
 
 def artefact_metadata(path: Path) -> dict:
     """The ultralytics metadata an artefact carries, read without loading it into its runtime."""
     path = Path(path)
-    backend = backend_of(path)
-    if backend == "onnx":
-        from .onnx import read_metadata
-
-        return read_metadata(path)
-    if backend == "openvino":
-        import yaml
-
-        sidecar = (path if path.is_dir() else path.parent) / "metadata.yaml"
-        return (yaml.safe_load(sidecar.read_text()) or {}) if sidecar.exists() else {}
-    from . import tensorrt
-
-    return tensorrt.read_header(path)[1]
+    return BACKENDS[backend_of(path)].metadata(path)
 
 
 def probe_source(path: Path) -> Path:
@@ -89,7 +131,7 @@ def probe_source(path: Path) -> Path:
     for a TensorRT 11 fp16 engine, which is built from the mixed-precision file)."""
     if path.suffix == ".onnx":
         return path
-    stem = path.name.removesuffix("_openvino_model") if path.is_dir() else path.stem
+    stem = path.name.removesuffix("_openvino_model").removesuffix("_ncnn_model") if path.is_dir() else path.stem
     if path.suffix == ".engine":
         from . import tensorrt
 
@@ -112,6 +154,11 @@ def probe_runner(path: Path, probe_onnx: Path, workdir: Path, ov_device: str, ov
         half = openvino.OpenVINOOptions(half=openvino.half_weights(path))
         built = openvino.export(probe_onnx, workdir / "probe_openvino_model", half)
         return open_runner(built.path, ov_device=ov_device, ov_precision=ov_precision)
+    if backend == "ncnn":
+        from . import ncnn
+
+        half = ncnn.NcnnOptions(half=bool(ncnn.read_metadata(path).get("args", {}).get("half")))
+        return ncnn.Runner(ncnn.export(probe_onnx, workdir / "probe_ncnn_model", half).path)
     from . import tensorrt
 
     header = tensorrt.read_header(path)[1]

@@ -3,7 +3,8 @@
 Every target fails on ScatterND, Einsum, NonZero, If and Loop; on Shape-derived subgraphs in a
 static export; on infinite constants (they turn into NaN in fp16 arithmetic and in masks that
 cover a whole row); on ops outside the target's support list (``support``); and on tensors of
-higher rank than it takes (npu: 4). Data-dependent ops (top-k routing, sampling at learned
+higher rank than it takes (npu, ncnn: 4); for targets without a batch axis (ncnn), on data moved along
+axis 0 (``batch_axis``). Data-dependent ops (top-k routing, sampling at learned
 offsets) have no static equivalent: each is named by its module, with the targets that can and
 cannot run it (``data_dependent``).
 
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AttnDeployError
-from .support import CUSTOM, DATA_DEPENDENT, MAX_RANK, SUPPORT
+from .support import CUSTOM, DATA_DEPENDENT, MAX_RANK, NO_BATCH_AXIS, SUPPORT
 
 TARGETS = tuple(SUPPORT)
 NEVER = ("ScatterND", "Einsum", "NonZero", "If", "Loop")
@@ -160,9 +161,10 @@ def opset(model) -> int:
 
 
 def lint(path: str | Path, target: str = "ort") -> LintReport:
-    """Check the ONNX graph at ``path`` against ``target`` (ort, openvino, trt or npu)."""
+    """Check the ONNX graph at ``path`` against ``target`` (ort, openvino, trt, npu or ncnn)."""
     import onnx
 
+    from .batch_axis import batch_axis
     from .data_dependent import data_dependent
 
     path = Path(path)
@@ -185,4 +187,6 @@ def lint(path: str | Path, target: str = "ort") -> LintReport:
                        *data_dependent(graph, target, shapes, values, opset(model))]
     if target in MAX_RANK:
         report.findings += _rank(target, shapes, values)
+    if target in NO_BATCH_AXIS:
+        report.findings += batch_axis(graph, shapes, values)
     return report

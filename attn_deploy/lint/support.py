@@ -11,6 +11,11 @@ Sources, each a stored copy of the public file:
   deaba85fc437 (opset 19): the conv, pool, elementwise, activation and static reshape ops that edge NPU compilers
   generally lower to hardware, compared against nxp-imx/ethos-u-vela ``SUPPORTED_OPS.md`` (Vela 3.6.1) and the
   Coral Edge TPU supported-ops table. Shape, Gather and ConstantOfShape are left out: they mean a dynamic graph.
+- ncnn: the ONNX ops that pnnx 20261020 (Tencent/ncnn ``tools/pnnx``: ``src/pass_level2/*.cpp``, the ``*_onnx``
+  patterns, and ``src/pass_ncnn/*.cpp``) turns into ncnn layers (ncnn ``docs/developer-guide/operators.md``),
+  checked with the installed converter and runtime on every graph of ``reports/ncnn/`` (a row says why where the
+  lint and the runtime disagree). ncnn's blobs are at most 4-D (w, h, d, c) and have no batch axis: pnnx drops a
+  leading size 1, and refuses a concat, split or slice along it ("cat along batch axis 0 is not supported").
 """
 
 from onnx.defs import get_all_schemas_with_history
@@ -79,7 +84,27 @@ NPU: frozenset[str] = frozenset({
     "Unsqueeze",
 })
 
-SUPPORT: dict[str, frozenset[str]] = {"ort": ONNXRUNTIME, "openvino": OPENVINO, "trt": TENSORRT, "npu": NPU}
+# pnnx's ONNX patterns with an ncnn layer behind them. Left out: comparisons and logic (Equal, Greater, Less, Not,
+# And, Or, Where: ncnn's BinaryOp has none), TopK, NonZero, ScatterND, GatherElements, GatherND, Range,
+# ConstantOfShape, NonMaxSuppression, RoiAlign, Tile (pnnx emits torch.tile, which ncnn has no layer for), and Shape,
+# Size and Expand, which pnnx only folds at a fixed shape (the static-export checks name those). Gather is kept for
+# constant indices. scripts/ncnn_op_probe.py runs ops one at a time (reports/ncnn/ops.md): some on the list are
+# mis-converted there without a warning (a reduction or softmax over the channel axis of the graph input, a gather
+# along axis 1, a flip), which no op list can tell; parity in ncnn is the check.
+NCNN: frozenset[str] = frozenset({
+    "Abs", "Acos", "Add", "Asin", "Atan", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip", "Concat",
+    "Constant", "Conv", "ConvTranspose", "Cos", "DepthToSpace", "Div", "Dropout", "Elu", "Erf", "Exp", "Flatten",
+    "Floor", "GRU", "Gather", "Gelu", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "GridSample", "GroupNormalization",
+    "HardSigmoid", "HardSwish", "Identity", "InstanceNormalization", "LRN", "LSTM", "LayerNormalization", "LeakyRelu",
+    "Log", "LogSoftmax", "MatMul", "Max", "MaxPool", "Min", "Mish", "Mod", "Mul", "Neg", "PRelu", "Pad", "Pow", "RNN",
+    "Reciprocal", "ReduceL1", "ReduceL2", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd",
+    "ReduceSum", "ReduceSumSquare", "Relu", "Reshape", "Resize", "Round", "Selu", "Sigmoid", "Sin", "Slice", "Softmax",
+    "Softplus", "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tan", "Tanh", "Transpose",
+    "Unsqueeze", "Upsample",
+})
+
+SUPPORT: dict[str, frozenset[str]] = {"ort": ONNXRUNTIME, "openvino": OPENVINO, "trt": TENSORRT, "npu": NPU,
+                                      "ncnn": NCNN}
 
 # Ops outside the ONNX domain that each target runs, by domain: the onnxruntime contrib ops attn-deploy emits
 # (rewrite/graph/attention.py), checked against a NumPy reference. onnxruntime 1.32's CPU provider runs
@@ -90,10 +115,16 @@ CUSTOM: dict[str, dict[str, frozenset[str]]] = {
     "openvino": {"com.microsoft": frozenset({"MultiHeadAttention", "Attention"})},
     "trt": {},
     "npu": {},
+    "ncnn": {},
 }
 
-# Tensors of higher rank than these targets take (the NPU compilers above lower rank <= 4 to hardware).
-MAX_RANK: dict[str, int] = {"npu": 4}
+# Tensors of higher rank than these targets take (the NPU compilers above lower rank <= 4 to hardware; ncnn's
+# blobs hold w, h, d and c: pnnx says "permute 5-rank tensor is not supported yet!").
+MAX_RANK: dict[str, int] = {"npu": 4, "ncnn": 4}
+
+# Targets without a batch axis: a concat, split, slice or gather along axis 0 is refused or mis-converted (ncnn:
+# attention windows stacked on the batch axis).
+NO_BATCH_AXIS = frozenset({"ncnn"})
 
 # Ops whose result depends on computed values, not on shapes alone: routing by top-k indices and sampling at
 # learned offsets. No static rewrite can replace them; the lint names the module and says who runs them.

@@ -6,6 +6,10 @@ fused; the rank-6 window partition and reverse become rank-4 slices and concats,
 stacked on the batch axis by a concat. Every size is a constant except the batch, left to -1, so
 a dynamic-batch export needs no shape arithmetic. The per-head cascade stays a loop:
 head i consumes head i-1's output.
+
+ncnn has no batch axis (its blobs are w, h, d, c): pnnx refuses a concat or split along it, and ncnn
+then cannot load the model. For ncnn each window is attended on its own (``cga-window-unbatched``):
+the same weights run once per window, and windows never touch the batch axis.
 """
 
 import torch
@@ -14,7 +18,7 @@ from torch import nn
 
 from ..models.efficientvit import CascadedGroupAttention, LocalWindowAttention
 from .linear import fused
-from .registry import LayerCall, module_rule, structure_of
+from .registry import TARGETS, LayerCall, module_rule, structure_of
 
 
 class StaticCascadedGroupAttention(nn.Module):
@@ -43,9 +47,10 @@ class StaticCascadedGroupAttention(nn.Module):
 
 
 class StaticLocalWindowAttention(nn.Module):
-    def __init__(self, lwa: nn.Module, size: tuple[int, int]):
+    def __init__(self, lwa: nn.Module, size: tuple[int, int], stacked: bool = True):
         super().__init__()
         ws = lwa.window_resolution
+        self.stacked = stacked  # windows stacked on the batch axis (one attention call), else one call per window
         self.size, self.window, self.dim = size, ws, lwa.dim
         self.whole = size[0] <= ws and size[1] <= ws
         self.pad = (0, -size[1] % ws, 0, -size[0] % ws)
@@ -59,12 +64,16 @@ class StaticLocalWindowAttention(nn.Module):
             x = F.pad(x, self.pad)
         (rows, cols), ws = self.grid, self.window
         windows = [x[:, :, i * ws : (i + 1) * ws, j * ws : (j + 1) * ws] for i in range(rows) for j in range(cols)]
-        # Windows sit window-major on the batch axis; a reshape with the window count first and -1 for
-        # the batch splits them again without reading the batch size.
-        out = self.attn(torch.cat(windows, 0)).reshape(rows * cols, -1, self.dim, ws * ws).chunk(rows * cols, 0)
-        out = [part.reshape(-1, self.dim, ws, ws) for part in out]
+        out = self._stacked(windows) if self.stacked else [self.attn(w) for w in windows]
         out = torch.cat([torch.cat(out[i * cols : (i + 1) * cols], 3) for i in range(rows)], 2)
         return out[:, :, : self.size[0], : self.size[1]] if any(self.pad) else out
+
+    def _stacked(self, windows: list[torch.Tensor]) -> list[torch.Tensor]:
+        count, ws = len(windows), self.window
+        # Windows sit window-major on the batch axis; a reshape with the window count first and -1 for
+        # the batch splits them again without reading the batch size.
+        out = self.attn(torch.cat(windows, 0)).reshape(count, -1, self.dim, ws * ws).chunk(count, 0)
+        return [part.reshape(-1, self.dim, ws, ws) for part in out]
 
 
 def _size(call: LayerCall) -> tuple[int, int]:
@@ -75,9 +84,17 @@ _FIXES = "attention-bias gather and ab cache → constant buffer; Conv2d_BN fuse
 
 
 @module_rule("cga-window", f"{_FIXES}; rank-6 window partition → rank-4 slices and concat",
-             "LocalWindowAttention by type or structure", structure_of(LocalWindowAttention))
+             "LocalWindowAttention by type or structure", structure_of(LocalWindowAttention),
+             targets=tuple(t for t in TARGETS if t != "ncnn"))
 def static_local_window(module: nn.Module, call: LayerCall) -> nn.Module:
     return StaticLocalWindowAttention(module, _size(call))
+
+
+@module_rule("cga-window-unbatched", f"{_FIXES}; rank-6 window partition → rank-4 slices, each window attended "
+             "on its own (none on the batch axis)", "LocalWindowAttention by type or structure",
+             structure_of(LocalWindowAttention), targets=("ncnn",))
+def unbatched_local_window(module: nn.Module, call: LayerCall) -> nn.Module:
+    return StaticLocalWindowAttention(module, _size(call), stacked=False)
 
 
 @module_rule("cga", _FIXES, "CascadedGroupAttention by type or structure", structure_of(CascadedGroupAttention))

@@ -1,0 +1,170 @@
+"""ncnn: export with the real pnnx converter, parity in ncnn's own runtime, ultralytics predicting with the export,
+the ncnn lint against the converter, the batch-axis rule and bench's ncnn rows, on the shipped CGA and SimAM
+fixtures at 160 (tune's ncnn candidates run in tests/test_tune.py)."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("ncnn", reason="the ncnn extra is not installed")
+pytest.importorskip("pnnx", reason="the ncnn extra is not installed")
+
+from attn_deploy import load, shapes  # noqa: E402
+from attn_deploy.cli import app  # noqa: E402
+from attn_deploy.errors import AttnDeployError  # noqa: E402
+from attn_deploy.exporters import artefact_metadata, backend_of, ncnn, open_runner  # noqa: E402
+from attn_deploy.lint import lint  # noqa: E402
+from attn_deploy.parity import TOLERANCES  # noqa: E402
+from attn_deploy.verify import verify_export  # noqa: E402
+
+FIXTURES = Path(__file__).parents[1] / "attn_deploy" / "fixtures"
+CGA, SIMAM = FIXTURES / "yolov8n-cga-shapes.pt", FIXTURES / "yolov8n-simam-shapes.pt"
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def export(checkpoint: Path, out: Path, target: str = "ncnn") -> dict:
+    result = invoke("export", checkpoint, "-o", out, "--imgsz", "160", "--target", target, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def cga(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ncnn") / "cga.onnx"
+    return out, export(CGA, out)
+
+
+def test_export_writes_ultralytics_layout_and_passes_parity_in_ncnn(cga):
+    out, data = cga
+    directory = ncnn.model_dir(out)
+    assert sorted(p.name for p in directory.iterdir()) == ["metadata.yaml", "model.ncnn.bin", "model.ncnn.param"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["cga.onnx", "cga_ncnn_model"]  # nothing else beside
+    assert [(p["backend"], p["precision"], p["passed"]) for p in data["parity"]] == [
+        ("onnxruntime", "fp32", True), ("ncnn", "fp32", True)]
+    assert [lint["target"] for lint in data["lint"]] == ["ncnn"] and data["lint"][0]["passed"]
+    assert backend_of(directory) == "ncnn" and artefact_metadata(directory)["task"] == "detect"
+
+
+def test_windows_stay_off_the_batch_axis_by_a_verified_rule(cga):
+    _, data = cga
+    (layer,) = data["rewrite"]["layers"]
+    assert (layer["rule"], layer["applied"]) == ("cga-window-unbatched", True)
+    assert layer["max_abs"] < 1e-6
+
+
+def test_ultralytics_predicts_the_same_detections_as_pytorch(cga):
+    from ultralytics import YOLO
+
+    out, _ = cga
+    for index in range(3):
+        image, _ = shapes.draw_image(shapes.ShapesSpec(), "val", index)
+        (ref,) = YOLO(str(CGA)).predict(image, imgsz=160, verbose=False)
+        (got,) = YOLO(str(ncnn.model_dir(out))).predict(image, imgsz=160, verbose=False)
+        assert got.names == ref.names and len(got.boxes) == len(ref.boxes) > 0
+        assert np.array_equal(got.boxes.cls.numpy(), ref.boxes.cls.numpy())
+        assert np.abs(got.boxes.xyxy.numpy() - ref.boxes.xyxy.numpy()).max() < 0.5
+        assert np.abs(got.boxes.conf.numpy() - ref.boxes.conf.numpy()).max() < 0.01
+
+
+def test_half_stores_fp16_weights_and_is_judged_at_fp16(cga, tmp_path):
+    out, _ = cga
+    built = ncnn.export(out, tmp_path / "half_ncnn_model", ncnn.NcnnOptions(half=True))
+    size = (built.path / ncnn.BIN).stat().st_size
+    assert size < 0.6 * (ncnn.model_dir(out) / ncnn.BIN).stat().st_size
+    report = verify_export(built.path, load(CGA))
+    assert report.precision == "fp16" and report.tolerance == TOLERANCES["fp16"] and report.passed
+
+
+def test_runner_settings_and_threads(cga):
+    out, _ = cga
+    x = np.random.default_rng(0).random((2, 3, 160, 160), dtype=np.float32)
+    fp32 = open_runner(ncnn.model_dir(out), threads=1)
+    unpacked = ncnn.Runner(ncnn.model_dir(out), 2, ncnn.NcnnSettings("fp32", packing=False))
+    try:
+        (a,), (b,) = fp32.run([x]), unpacked.run([x])
+        assert a.shape == (2, 8, 525) and np.abs(a - b).max() < 1e-3
+        with pytest.raises(AttnDeployError, match="does not fit"):
+            fp32.run([x[:, :, :96]])
+    finally:
+        fp32.close()
+        unpacked.close()
+
+
+def test_lint_agrees_with_pnnx_and_ncnn_on_windows_stacked_on_the_batch(cga, tmp_path):
+    out, _ = cga
+    stacked = tmp_path / "stacked.onnx"
+    export(CGA, stacked, "onnx")
+    found = lint(stacked, "ncnn")
+    assert {f.check for f in found.errors} >= {"batch axis Concat"}
+    assert lint(out, "ncnn").passed
+    with pytest.raises(AttnDeployError, match="ncnn cannot load .*tensor_split.*pnnx warned: cat along batch axis"):
+        ncnn.export(stacked, tmp_path / "stacked_ncnn_model", ncnn.NcnnOptions())
+    assert not (tmp_path / "stacked_ncnn_model").exists() and not list(tmp_path.glob(".stacked_ncnn_model*"))
+
+
+def test_simam_fixture_exports_with_parity(tmp_path):
+    data = export(SIMAM, tmp_path / "simam.onnx")
+    assert all(p["passed"] for p in data["parity"]) and data["parity"][-1]["backend"] == "ncnn"
+
+
+def test_without_the_extra_ncnn_stops_at_once_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pnnx", None)
+    result = invoke("export", CGA, "-o", tmp_path / "m.onnx", "--imgsz", "160", "--target", "onnx,ncnn")
+    assert result.exit_code == 2 and 'pip install "attn-deploy[ncnn]"' in result.stderr
+    assert "Traceback" not in result.output and not list(tmp_path.iterdir())
+
+
+def test_a_batch_ncnn_does_not_have_is_refused_writing_nothing(tmp_path):
+    result = invoke("export", CGA, "-o", tmp_path / "m.onnx", "--imgsz", "160", "--target", "ncnn", "--batch", "2")
+    assert result.exit_code == 2 and "one image at a time" in result.stderr and not list(tmp_path.iterdir())
+
+
+def test_bench_times_ncnn_settings_one_image_at_a_time(cga, tmp_path):
+    out, _ = cga
+    quick = ["--warmup-s", "0", "--iters", "3", "--duration-s", "0", "--no-profile"]
+    result = invoke("bench", ncnn.model_dir(out), "--backend", "ncnn", "--threads", "1", *quick, "--output-dir",
+                    tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    rows = {(r["backend"], r["mode"], r["precision"], r["batch"]) for r in json.loads(result.stdout)["results"]}
+    assert rows == {("ncnn", "", "fp32", 1), ("ncnn", "unpacked", "fp32", 1), ("ncnn", "", "fp16", 1),
+                    ("ncnn", "", "bf16", 1)}
+    result = invoke("bench", CGA, "--backend", "ncnn", *quick, "--output-dir", tmp_path / "batches")
+    assert result.exit_code == 2 and "--batch 1" in result.stderr and not (tmp_path / "batches").exists()
+
+
+@pytest.mark.parametrize("head, carries", [("seg", "masks"), ("pose", "keypoints"), ("obb", "obb")])
+def test_every_head_passes_through_ncnn_and_ultralytics_predicts_its_task(head, carries, tmp_path):
+    from ultralytics import YOLO
+
+    out = tmp_path / f"{head}.onnx"
+    data = export(FIXTURES / f"yolov8n-cga-{head}-shapes.pt", out)
+    assert [(p["backend"], p["passed"]) for p in data["parity"]] == [("onnxruntime", True), ("ncnn", True)]
+    image, _ = shapes.draw_image(shapes.ShapesSpec(), "val", 0)
+    (result,) = YOLO(str(ncnn.model_dir(out)))(image, imgsz=160, verbose=False)
+    assert getattr(result, carries) is not None and len(getattr(result, carries)) > 0
+
+
+def test_a_first_layer_working_in_place_runs_on_the_runners_own_copy(tmp_path):
+    """ncnn's in-place layers write into their input: on memory numpy owns, a first Erf or LayerNorm crashed."""
+    import torch
+
+    class FirstInPlace(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.layer_norm(torch.erf(x), (6,))
+
+    x = torch.randn(2, 8, 6, 6, generator=torch.Generator().manual_seed(0))
+    torch.onnx.export(FirstInPlace(), (x[:1],), str(tmp_path / "m.onnx"), opset_version=18, dynamo=False)
+    runner = ncnn.Runner(ncnn.export(tmp_path / "m.onnx", tmp_path / "m_ncnn_model", ncnn.NcnnOptions()).path)
+    try:
+        (got,) = runner.run([x.numpy()])
+    finally:
+        runner.close()
+    assert np.abs(got - FirstInPlace()(x).numpy()).max() < 1e-5
