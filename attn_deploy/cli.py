@@ -43,10 +43,17 @@ class RewriteTarget(str, Enum):
 
 
 class LintTarget(str, Enum):
+    onnx = "onnx"
     ort = "ort"
     openvino = "openvino"
     trt = "trt"
     npu = "npu"
+    opencv = "opencv"
+
+
+class OnnxRuntime(str, Enum):  # exporters.ONNX_RUNTIMES
+    onnxruntime = "onnxruntime"
+    opencv = "opencv"
 
 
 class Device(str, Enum):
@@ -59,6 +66,7 @@ class BenchBackend(str, Enum):
     ort = "ort"
     openvino = "openvino"
     trt = "trt"
+    opencv = "opencv"
 
 
 class ShapesTask(str, Enum):  # shapes.TASKS
@@ -310,8 +318,10 @@ def finish(run, as_json: bool, junit: Path | None) -> None:
 @handled
 def export(
     checkpoint: CheckpointArg,
-    target: Annotated[str, typer.Option(help="Targets: onnx, openvino, trt, npu (<stem>.npu.onnx, every graph pass "
-                                        "the npu list needs), comma-separated, or all.")] = "onnx",
+    target: Annotated[str, typer.Option(help="Targets: onnx (standard ONNX ops only), ort (<stem>.ort.onnx, with "
+                                        "onnxruntime's contrib ops where they ran faster), openvino, trt, npu "
+                                        "(<stem>.npu.onnx, every graph pass the npu list needs), comma-separated, "
+                                        "or all.")] = "onnx",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="The ONNX file; the other artefacts are "
                                                 "named after it (default: beside CKPT).")] = None,
     imgsz: ImgszOpt = None,
@@ -428,6 +438,8 @@ def verify(
     exported: Annotated[Path, typer.Argument(help="An exported model: .onnx, an OpenVINO directory or .xml, "
                                              "a TensorRT .engine.")],
     ref: Annotated[Path, typer.Option("--ref", help="The original checkpoint: the reference.")],
+    runtime: Annotated[OnnxRuntime, typer.Option(help="What runs a .onnx file: onnxruntime, or OpenCV's DNN "
+                                                 "module.")] = OnnxRuntime.onnxruntime,
     ov_device: OvDeviceOpt = "CPU",
     plugin: PluginOpt = None,
     fork: ForkOpt = None,
@@ -450,7 +462,10 @@ def verify(
     from .parity import Detections
 
     chosen = tolerances(atol, rtol, noise_factor, tol)
-    run = pipeline.Deployment(None, [ExportResult(exported, backend_of(exported))])
+    kind = backend_of(exported)
+    if runtime == OnnxRuntime.opencv and kind != "onnx":
+        raise AttnDeployError(f"--runtime opencv runs .onnx files; {exported} is a {kind} artefact")
+    run = pipeline.Deployment(None, [ExportResult(exported, runtime.value if kind == "onnx" else kind)])
     loaded = load_checkpoint(ref, plugin, fork, trust_checkpoint, yaml)
     plan = pipeline.Plan([], exported, onnx.OnnxOptions(), ov_device=ov_device, tolerances=chosen,
                          detections=Detections(conf=det_conf), map_tolerances=map_tolerances(map_tol))

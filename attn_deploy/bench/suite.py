@@ -19,7 +19,9 @@ from .harness import BenchResult, Budget, bench, peak_rss_mb, reset_peak_rss, se
 from ..errors import AttnDeployError
 from .profile import OpProfile, profile
 
-BACKENDS = {"torch": "torch", "ort": "onnxruntime", "openvino": "openvino", "trt": "tensorrt"}
+BACKENDS = {"torch": "torch", "ort": "onnxruntime", "openvino": "openvino", "trt": "tensorrt", "opencv": "opencv"}
+OPT_IN = ("opencv",)  # run only when asked for by name
+SHARES = {"opencv": "onnxruntime"}  # backends that run another backend's artefact: OpenCV's DNN reads the ONNX file
 PROFILED = ("onnxruntime", "openvino")
 ARTEFACT_BACKEND = {"onnx": "onnxruntime", "openvino": "openvino", "trt": "tensorrt"}  # exporters.backend_of -> runner
 BATCHES = [1, 8, 32]  # a checkpoint's, or a dynamic export's, when no batch is asked for
@@ -43,7 +45,7 @@ class Variant:
 
 VARIANTS = {
     "cpu": (Variant("torch", "eager"), Variant("onnxruntime"), Variant("openvino", "latency"),
-            Variant("openvino", "throughput")),
+            Variant("openvino", "throughput"), Variant("opencv")),
     "cuda": (Variant("torch", "eager"), Variant("torch", "cuda-graph"), Variant("torch", "eager", "fp16"),
              Variant("torch", "cuda-graph", "fp16"), Variant("tensorrt", precision="fp16")),
 }
@@ -57,6 +59,10 @@ def unavailable(backend: str, device: str) -> str | None:
         from ..exporters import tensorrt
 
         return tensorrt.missing()
+    if backend == "opencv":
+        from ..exporters import opencv
+
+        return opencv.missing()
     if device == "cuda":
         import torch
 
@@ -67,7 +73,8 @@ def unavailable(backend: str, device: str) -> str | None:
 def choose_variants(device: str, backends: list[str] | None) -> tuple[list[Variant], list[str]]:
     """The variants to run, and why each default backend left out is not run. A backend asked for by name that
     cannot run is an error."""
-    asked = [BACKENDS[b] for b in backends] if backends else list(dict.fromkeys(v.backend for v in VARIANTS[device]))
+    asked = [BACKENDS[b] for b in backends] if backends else list(dict.fromkeys(
+        v.backend for v in VARIANTS[device] if v.backend not in OPT_IN))
     reasons = {b: unavailable(b, device) for b in asked}
     if backends and any(reasons.values()):
         raise AttnDeployError("; ".join(f"--backend {b}: {r}" for b, r in reasons.items() if r))
@@ -179,14 +186,16 @@ def open_variant(subject: Subject, variant: Variant, batch: int, plan: Plan, pro
                  spinning: bool = True):
     """A runner for ``subject`` as ``variant`` runs it on ``plan.device``, at ``batch``. ``spinning=False`` for
     onnxruntime sessions that are timed in turn with other live runners."""
-    from ..exporters import onnx, openvino, tensorrt
+    from ..exporters import onnx, opencv, openvino, tensorrt
     from ..exporters import torch as torch_backend
 
     if variant.backend == "torch" and plan.device == "cpu":
         return torch_backend.Runner(subject.model, threads=plan.threads)
     if variant.backend == "torch":
         return torch_backend.CudaRunner(subject.model, variant.precision, variant.mode == "cuda-graph")
-    path = subject.artefacts[variant.backend]
+    path = subject.artefacts[SHARES.get(variant.backend, variant.backend)]
+    if variant.backend == "opencv":
+        return opencv.Runner(path, plan.threads)
     if variant.backend == "onnxruntime":
         return onnx.Runner(path, plan.threads, profiling, spinning)
     if variant.backend == "openvino":
@@ -196,7 +205,9 @@ def open_variant(subject: Subject, variant: Variant, batch: int, plan: Plan, pro
 
 
 def runnable(subject: Subject, variant: Variant) -> bool:
-    return subject.model is not None if variant.backend == "torch" else variant.backend in subject.artefacts
+    if variant.backend == "torch":
+        return subject.model is not None
+    return SHARES.get(variant.backend, variant.backend) in subject.artefacts
 
 
 def time_variant(subject: Subject, variant: Variant, batch: int, plan: Plan,
