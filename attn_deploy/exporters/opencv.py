@@ -29,6 +29,8 @@ class Runner:
     precision = "fp32"
 
     def __init__(self, path: Path, threads: int | None = None):
+        import onnx
+
         from .onnx import read_metadata
 
         reason = missing()
@@ -38,15 +40,19 @@ class Runner:
 
         if threads:
             cv2.setNumThreads(threads)
+        hint = "run `attn-deploy lint --target opencv` on it for the ops it lacks"
         try:
             self.net = cv2.dnn.readNetFromONNX(str(path))
         except cv2.error as e:
-            raise AttnDeployError(f"OpenCV {cv2.__version__} cannot load {path}: {_first_line(e)} (run `attn-deploy "
-                                  "lint --target opencv` on it for the ops it lacks)") from e
+            raise AttnDeployError(f"OpenCV {cv2.__version__} cannot load {path}: {_first_line(e)} ({hint})") from e
+        if self.net.empty():  # an op its importer lacks: it logs the op and returns an empty net
+            raise AttnDeployError(f"OpenCV {cv2.__version__} cannot load {path} ({hint})")
         self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-        self.outputs = _output_names(path)
+        graph = onnx.load(str(path), load_external_data=False).graph
+        self.outputs = [o.name for o in graph.output]
+        self.input_shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                            for d in graph.input[0].type.tensor_type.shape.dim]
         self.metadata = read_metadata(path)
-        self.input_shape = _input_shape(path)
         self.version = cv2.__version__
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -68,18 +74,3 @@ class Runner:
 def _first_line(error: Exception) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return (lines[-1] if lines else type(error).__name__)[:300]
-
-
-def _graph(path: Path):
-    import onnx
-
-    return onnx.load(str(path), load_external_data=False).graph
-
-
-def _output_names(path: Path) -> list[str]:
-    return [o.name for o in _graph(path).output]
-
-
-def _input_shape(path: Path) -> list:
-    dims = _graph(path).input[0].type.tensor_type.shape.dim
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]

@@ -12,7 +12,9 @@ Sources, each a stored copy of the public file:
   generally lower to hardware, compared against nxp-imx/ethos-u-vela ``SUPPORTED_OPS.md`` (Vela 3.6.1) and the
   Coral Edge TPU supported-ops table. Shape, Gather and ConstantOfShape are left out: they mean a dynamic graph.
 - OpenCV: opencv/opencv ``modules/dnn/src/onnx/onnx_importer2.cpp`` at commit 011ef8525d51 (the 5.x importer):
-  the ops of ``buildDispatchMap_ONNX_AI`` and ``buildDispatchMap_COM_MICROSOFT``.
+  the ops of ``buildDispatchMap_ONNX_AI`` and ``buildDispatchMap_COM_MICROSOFT``; plus the ops that
+  opencv-python 5.1.0's importer loaded as one-node models here (``readNetFromONNX`` gave a non-empty net), and
+  com.microsoft MultiHeadAttention, which it ran against onnxruntime (max abs 6e-08).
 - onnx: the ONNX standard itself, the default domain, for the portable file ``export --target onnx`` writes.
 """
 
@@ -97,6 +99,11 @@ OPENCV: frozenset[str] = frozenset({
     "ScatterND", "Selu", "Shape", "Shrink", "Sigmoid", "Sign", "Sin", "Sinh", "Slice", "Softmax", "Softplus",
     "Softsign", "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tan", "Tanh", "ThresholdedRelu", "Tile",
     "Transpose", "Unsqueeze", "Upsample", "Where", "Xor",
+}) | frozenset({  # loaded by opencv-python 5.1.0 as one-node models
+    "AffineGrid", "BitwiseAnd", "BitwiseNot", "BitwiseOr", "BitwiseXor", "BlackmanWindow", "DFT", "Det",
+    "DynamicQuantizeLinear", "EyeLike", "GatherND", "GridSample", "HammingWindow", "HannWindow", "Hardmax", "IsInf",
+    "IsNaN", "LpNormalization", "LpPool", "Mish", "NonMaxSuppression", "NonZero", "OneHot", "RNN", "RoiAlign", "Size",
+    "TopK", "Trilu", "Unique",
 })
 
 # ``onnx`` is the portable file: the ONNX standard's own ops (the list onnxruntime is checked against), no other
@@ -107,12 +114,12 @@ SUPPORT: dict[str, frozenset[str]] = {"onnx": ONNXRUNTIME, "ort": ONNXRUNTIME, "
 # Ops outside the ONNX domain that each target runs, by domain: the onnxruntime contrib ops attn-deploy emits
 # (rewrite/graph/attention.py), checked against a NumPy reference. onnxruntime 1.32's CPU provider runs
 # com.microsoft MultiHeadAttention and Attention; OpenVINO 2026.4's ONNX reader turns both into its
-# ScaledDotProductAttention (or its decomposition). OpenCV's importer (above) maps com.microsoft Attention only.
+# ScaledDotProductAttention (or its decomposition). OpenCV 5.1.0 runs both (above).
 # TensorRT's ONNX parser, the NPU compilers and the portable ``onnx`` file take none.
 CUSTOM: dict[str, dict[str, frozenset[str]]] = {
     "onnx": {},
     "ort": {"com.microsoft": frozenset({"MultiHeadAttention", "Attention"})},
-    "opencv": {"com.microsoft": frozenset({"Attention"})},
+    "opencv": {"com.microsoft": frozenset({"MultiHeadAttention", "Attention"})},
     "openvino": {"com.microsoft": frozenset({"MultiHeadAttention", "Attention"})},
     "trt": {},
     "npu": {},
