@@ -329,7 +329,8 @@ def export(
     dynamic: Annotated[bool, typer.Option(help="Symbolic batch axis (spatial axes stay static).")] = False,
     half: Annotated[bool, typer.Option(help="fp16: a mixed-precision ONNX, FP16 OpenVINO weights, a TensorRT "
                                        "fp16 engine.")] = False,
-    opset: Annotated[int, typer.Option(min=7, help="ONNX opset.")] = 18,
+    opset: Annotated[int | None, typer.Option(min=7, help="ONNX opset (default 18, or the opset a module needs, "
+                                              "said in the report).")] = None,
     simplify: Annotated[bool, typer.Option(help="Simplify with onnxsim (onnxslim as fallback).")] = True,
     rewrite: Annotated[bool, typer.Option(help="Apply the verified static rewrites before exporting.")] = True,
     end2end: Annotated[bool, typer.Option("--end2end", help="YOLOv10/YOLO26: export the one-to-one head (top-k "
@@ -368,8 +369,9 @@ def export(
     output = output or checkpoint.with_suffix(".onnx")
     trt = tensorrt.TensorRTOptions(workspace_gib=workspace, max_batch=max_batch, timing_cache=timing_cache,
                                    precision="fp32")
-    plan = pipeline.Plan(targets, output, onnx.OnnxOptions(batch=batch, dynamic=dynamic, opset=opset,
-                                                           simplify=simplify, force=force),
+    options = onnx.OnnxOptions(batch=batch, dynamic=dynamic, opset=opset or 18, pinned=opset is not None,
+                               simplify=simplify, force=force)
+    plan = pipeline.Plan(targets, output, options,
                          half, rewrite, ov_device, trt, chosen, Detections(conf=det_conf),
                          map_tolerances=map_tolerances(map_tol), int8=int8)
     for path in plan.outputs():
