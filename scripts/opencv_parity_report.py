@@ -2,7 +2,7 @@
 
 For each: `export --target onnx` (the rewrites, the graph passes, the lint for the portable onnx target), then the
 domains of its ops, the lint for opencv, and parity against the original PyTorch model in OpenCV (the same check
-as `verify --runtime opencv`). Zoo detectors are YOLOv8n with the module at P5, seeded, at 64x64 (128x128 for CGA,
+as `verify --runtime opencv`). Zoo detectors are YOLOv8n with the module at P5, seeded, at 64x64 (256x256 for CGA,
 whose window attention needs it); the fixtures at 128x128. Writes reports/opencv-parity/report.md and report.json.
 """
 
@@ -22,7 +22,7 @@ from attn_deploy.report import markdown_table, write_json, write_markdown
 from attn_deploy.verify import verify_export
 
 OUT = Path("reports/opencv-parity")
-SIZE = {"cga": 128, "fixture": 128}
+SIZE = {"cga": 256, "fixture": 128}
 
 
 def _subjects():

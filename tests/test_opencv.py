@@ -2,6 +2,7 @@
 every zoo detector and of both shipped fixtures holds only standard-domain ops, passes the opencv lint, and loads and
 passes parity in OpenCV; what OpenCV cannot run is named by the lint's opencv target; bad input is one message."""
 
+import contextlib
 from pathlib import Path
 
 import onnx
@@ -9,6 +10,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from attn_deploy import fixtures, pipeline
+from attn_deploy.bench import suite
+from attn_deploy.bench.harness import Budget
 from attn_deploy.errors import AttnDeployError
 from attn_deploy.exporters import onnx as onnx_backend
 from attn_deploy.exporters import opencv, open_runner
@@ -61,3 +64,16 @@ def test_opencv_lint_names_what_opencv_cannot_run_and_loading_it_is_one_message(
     assert lint(_one_node(tmp_path / "mha.onnx", "MultiHeadAttention", "com.microsoft"), "opencv").passed
     with pytest.raises(AttnDeployError, match="OpenCV .* cannot load .*lint --target opencv"):
         open_runner(tmp_path / "lp.onnx", runtime="opencv")
+
+
+def test_bench_runs_opencv_only_when_asked_on_the_onnx_file(tmp_path):
+    """`bench --backend opencv`: OpenCV times the ONNX file itself (no artefact of its own); a plain bench keeps
+    its default backends."""
+    assert "opencv" not in {v.backend for v in suite.choose_variants("cpu", None)[0]}
+    variants, _ = suite.choose_variants("cpu", ["opencv"])
+    plan = suite.Plan("cpu", variants, None, 1, Budget(warmup_s=0, iters=3, duration_s=0), profile=False)
+    path = _one_node(tmp_path / "relu.onnx", "Relu")
+    subject, _ = suite.from_artefact(path, plan, None, tmp_path, lambda text: contextlib.nullcontext())
+    assert [v.backend for v in variants] == ["opencv"] and suite.runnable(subject, variants[0])
+    result = suite.time_variant(subject, variants[0], 1, plan)
+    assert result.latency_ms.count >= 3
