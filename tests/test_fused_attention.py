@@ -161,7 +161,7 @@ def test_attention_whose_bias_varies_along_the_batch_is_refused_with_the_reason(
 
 
 def test_each_form_goes_only_to_targets_that_run_it_and_where_it_measured_faster(monkeypatch):
-    assert set(RUNS["contrib"]) == {"ort", "openvino"} and {"ort", "openvino", "trt"} <= set(RUNS["onnx"])
+    assert set(RUNS["contrib"]) == {"ort", "openvino", "opencv"} and {"ort", "openvino", "trt"} <= set(RUNS["onnx"])
     for form in FORMS:
         for kind in KINDS:
             rule = PASSES[f"fused-{form}-{kind}"]
