@@ -262,13 +262,11 @@ def _build(plan: Plan, result: Deployment, step: Step, calibration: list[Path]) 
 
 def _build_int8(plan: Plan, result: Deployment, paths: list[Path], keep: list[str], step: Step) -> None:
     """The Q/DQ INT8 ONNX and, for OpenVINO, the NNCF INT8 IR, calibrated on ``paths`` (read batch by batch as the
-    quantizers ask), ``keep`` left in float. The Q/DQ file is placed for TensorRT where trt is a target (its
-    engine is built from it), else for onnxruntime."""
+    quantizers ask), ``keep`` left in float."""
     calibration = data.Batches(tuple(paths), plan.onnx.imgsz, plan.onnx.batch)
     with step(f"Quantizing to Q/DQ INT8 ONNX on {len(paths)} calibration images from {plan.calib} "
               f"({len(calibration)} batches, read one at a time)"):
-        result.exports.append(qdq.export(plan.output, plan.int8_onnx, calibration, keep, force=True,
-                                         placement="trt" if "trt" in plan.targets else "ort"))
+        result.exports.append(qdq.export(plan.output, plan.int8_onnx, calibration, keep, force=True))
     if "openvino" in plan.targets:
         with step(f"Quantizing to OpenVINO INT8 with NNCF ({len(calibration)} calibration batches)"):
             result.exports.append(openvino.quantize(plan.output, openvino.int8_dir(plan.output), calibration, keep,

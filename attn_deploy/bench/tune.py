@@ -181,10 +181,7 @@ def build(loaded, request: Request, workdir: Path, step: Step) -> tuple[dict[str
 
     stem = loaded.source.stem
     int8 = request.data is not None
-    # With TensorRT here, trt is a target, so the Q/DQ INT8 file is placed as TensorRT takes it (its int8 engines
-    # are built from it); without, it is placed for onnxruntime, whose candidate it is.
-    targets = ["onnx", "openvino"] + (["trt"] if int8 and tensorrt.missing() is None else [])
-    plan = pipeline.Plan(targets, workdir / f"{stem}.onnx", onnx.OnnxOptions(request.imgsz, force=True),
+    plan = pipeline.Plan(["onnx", "openvino"], workdir / f"{stem}.onnx", onnx.OnnxOptions(request.imgsz, force=True),
                          half=True, openvino_half=False, tolerances=request.tolerances, int8=int8,
                          calib=request.calib or request.data)
     built = pipeline.build(loaded, plan, step)

@@ -1,13 +1,9 @@
-"""INT8 ONNX with QuantizeLinear/DequantizeLinear pairs, calibrated by onnxruntime's static quantizer, placed for
-the runtime that runs it (``PLACEMENTS``):
+"""INT8 ONNX with QuantizeLinear/DequantizeLinear pairs, calibrated by onnxruntime's static quantizer.
 
-- ``trt``: the INT8 input of TensorRT 11, which dropped implicit (calibrator) quantization for explicit Q/DQ:
-  symmetric int8 scales with zero points of 0, per-channel for weights, on the inputs of Conv, MatMul and Gemm
-  only, as TensorRT requires and fuses. onnxruntime's CPU provider does not fuse it (0.55-0.62x fp32).
-- ``ort``: what onnxruntime's CPU provider turns into integer kernels: every op type quantized, uint8
-  activations with min-max ranges, int8 per-channel weights.
-
-Either way the attention-sensitive nodes (measured, as for fp16) and the head's decode are left unquantized.
+This is the INT8 input of TensorRT 11, which dropped implicit (calibrator) quantization for explicit
+Q/DQ: symmetric int8 scales with zero points of 0, per-channel for weights, as TensorRT requires.
+onnxruntime runs the same file on CPU, which is how its accuracy is checked where TensorRT is absent.
+The attention-sensitive nodes (measured, as for fp16) are left unquantized.
 """
 
 from collections.abc import Sequence
@@ -43,28 +39,8 @@ class _Reader:
         return None if index is None else {self.input_name: self.batches[index]}
 
 
-def _trt_options(quant) -> dict:
-    # Symmetric activation ranges from the 99.99th percentile: on the SimAM fixture min-max and entropy ranges
-    # lost 0.034 mAP50-95, the percentile none.
-    return {"op_types_to_quantize": ["Conv", "MatMul", "Gemm"], "activation_type": quant.QuantType.QInt8,
-            "calibrate_method": quant.CalibrationMethod.Percentile,
-            "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True, "CalibPercentile": 99.99,
-                              "CalibStridedMinMax": 1}}
-
-
-def _ort_options(quant) -> dict:
-    # uint8 activations: onnxruntime's integer Conv and MatMul kernels take U8S8 (with int8 activations the CGA
-    # fixture ran at 0.64x fp32); min-max ranges, streamed a batch at a time.
-    return {"op_types_to_quantize": None, "activation_type": quant.QuantType.QUInt8,
-            "calibrate_method": quant.CalibrationMethod.MinMax,
-            "extra_options": {"WeightSymmetric": True, "CalibStridedMinMax": 1}}
-
-
-PLACEMENTS = {"trt": _trt_options, "ort": _ort_options}
-
-
 def export(onnx_path: Path, output: Path, calibration: Sequence[np.ndarray], keep: list[str],
-           force: bool = False, placement: str = "trt") -> ExportResult:
+           force: bool = False) -> ExportResult:
     """Write the Q/DQ INT8 version of ``onnx_path`` to ``output``, calibrated on ``calibration``; atomic.
 
     The calibrator sees one batch at a time and adds its activations to per-tensor histograms before the next
@@ -74,17 +50,23 @@ def export(onnx_path: Path, output: Path, calibration: Sequence[np.ndarray], kee
     against the edges so far, about 1.6x the per-image cost of one histogram over everything (1.5 s against 0.9 s
     of CPU per 640 image here)."""
     import onnx
-    from onnxruntime import quantization as quant
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     check_writable(output, force)
     source = onnx.load(str(onnx_path))
     reader = _Reader(source.graph.input[0].name, calibration)
 
     def write(tmp: Path) -> None:
+        # Q/DQ on the inputs of Conv and MatMul only, as TensorRT places them: the rest fuses or stays float.
+        # Symmetric activation ranges from the 99.99th percentile: on the SimAM fixture min-max and entropy
+        # ranges lost 0.034 mAP50-95, the percentile none.
         with silenced():
-            quant.quantize_static(str(onnx_path), str(tmp), reader, quant_format=quant.QuantFormat.QDQ,
-                                  per_channel=True, weight_type=quant.QuantType.QInt8, nodes_to_exclude=keep,
-                                  **PLACEMENTS[placement](quant))
+            quantize_static(str(onnx_path), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                            op_types_to_quantize=["Conv", "MatMul", "Gemm"],
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=keep,
+                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                           "CalibPercentile": 99.99, "CalibStridedMinMax": 1})
         _copy_metadata(source, tmp)
 
     try:
@@ -93,8 +75,7 @@ def export(onnx_path: Path, output: Path, calibration: Sequence[np.ndarray], kee
         raise
     except Exception as e:
         raise AttnDeployError(f"INT8 quantization of {onnx_path} failed: {type(e).__name__}: {str(e)[:300]}") from e
-    note = (f"Q/DQ INT8 placed for {placement}, {len(calibration)} calibration batches; {len(keep)} sensitive and "
-            "decode nodes left in float")
+    note = f"Q/DQ INT8, {len(calibration)} calibration batches; {len(keep)} sensitive nodes left in float"
     return ExportResult(output, "onnx-int8", [note])
 
 
