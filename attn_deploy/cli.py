@@ -45,11 +45,18 @@ class RewriteTarget(str, Enum):
 
 
 class LintTarget(str, Enum):
+    onnx = "onnx"
     ort = "ort"
     openvino = "openvino"
     trt = "trt"
     npu = "npu"
     ncnn = "ncnn"
+    opencv = "opencv"
+
+
+class OnnxRuntime(str, Enum):  # exporters.ONNX_RUNTIMES
+    onnxruntime = "onnxruntime"
+    opencv = "opencv"
 
 
 class Device(str, Enum):
@@ -63,6 +70,7 @@ class BenchBackend(str, Enum):
     openvino = "openvino"
     trt = "trt"
     ncnn = "ncnn"
+    opencv = "opencv"
 
 
 class ShapesTask(str, Enum):  # shapes.TASKS
@@ -320,9 +328,10 @@ def finish(run, as_json: bool, junit: Path | None) -> None:
 @handled
 def export(
     checkpoint: CheckpointArg,
-    target: Annotated[str, typer.Option(help="Targets: onnx, openvino, trt, npu (<stem>.npu.onnx, every graph pass "
-                                        "the npu list needs), ncnn (<stem>_ncnn_model/, needs the ncnn extra), "
-                                        "comma-separated, or all.")] = "onnx",
+    target: Annotated[str, typer.Option(help="Targets: onnx (standard ONNX ops only), ort (<stem>.ort.onnx, with "
+                                        "onnxruntime's contrib ops where they ran faster), openvino, trt, npu "
+                                        "(<stem>.npu.onnx, every graph pass the npu list needs), ncnn "
+                                        "(<stem>_ncnn_model/, needs the ncnn extra), comma-separated, or all.")] = "onnx",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="The ONNX file; the other artefacts are "
                                                 "named after it (default: beside CKPT).")] = None,
     imgsz: ImgszOpt = None,
@@ -330,7 +339,8 @@ def export(
     dynamic: Annotated[bool, typer.Option(help="Symbolic batch axis (spatial axes stay static).")] = False,
     half: Annotated[bool, typer.Option(help="fp16: a mixed-precision ONNX, FP16 OpenVINO weights, a TensorRT "
                                        "fp16 engine, ncnn fp16 weights and arithmetic.")] = False,
-    opset: Annotated[int, typer.Option(min=7, help="ONNX opset.")] = 18,
+    opset: Annotated[int | None, typer.Option(min=7, help="ONNX opset (default 18, or the opset a module needs, "
+                                              "said in the report).")] = None,
     simplify: Annotated[bool, typer.Option(help="Simplify with onnxsim (onnxslim as fallback).")] = True,
     rewrite: Annotated[bool, typer.Option(help="Apply the verified static rewrites before exporting.")] = True,
     end2end: Annotated[bool, typer.Option("--end2end", help="YOLOv10/YOLO26: export the one-to-one head (top-k "
@@ -369,8 +379,9 @@ def export(
     output = output or checkpoint.with_suffix(".onnx")
     trt = tensorrt.TensorRTOptions(workspace_gib=workspace, max_batch=max_batch, timing_cache=timing_cache,
                                    precision="fp32")
-    plan = pipeline.Plan(targets, output, onnx.OnnxOptions(batch=batch, dynamic=dynamic, opset=opset,
-                                                           simplify=simplify, force=force),
+    options = onnx.OnnxOptions(batch=batch, dynamic=dynamic, opset=opset or 18, pinned=opset is not None,
+                               simplify=simplify, force=force)
+    plan = pipeline.Plan(targets, output, options,
                          half, rewrite, ov_device, trt, chosen, Detections(conf=det_conf),
                          map_tolerances=map_tolerances(map_tol), int8=int8)
     pipeline.check_ncnn(plan)
@@ -440,6 +451,8 @@ def verify(
     exported: Annotated[Path, typer.Argument(help="An exported model: .onnx, an OpenVINO directory or .xml, "
                                              "a TensorRT .engine.")],
     ref: Annotated[Path, typer.Option("--ref", help="The original checkpoint: the reference.")],
+    runtime: Annotated[OnnxRuntime, typer.Option(help="What runs a .onnx file: onnxruntime, or OpenCV's DNN "
+                                                 "module.")] = OnnxRuntime.onnxruntime,
     ov_device: OvDeviceOpt = "CPU",
     plugin: PluginOpt = None,
     fork: ForkOpt = None,
@@ -462,7 +475,10 @@ def verify(
     from .parity import Detections
 
     chosen = tolerances(atol, rtol, noise_factor, tol)
-    run = pipeline.Deployment(None, [ExportResult(exported, backend_of(exported))])
+    kind = backend_of(exported)
+    if runtime == OnnxRuntime.opencv and kind != "onnx":
+        raise AttnDeployError(f"--runtime opencv runs .onnx files; {exported} is a {kind} artefact")
+    run = pipeline.Deployment(None, [ExportResult(exported, runtime.value if kind == "onnx" else kind)])
     loaded = load_checkpoint(ref, plugin, fork, trust_checkpoint, yaml)
     plan = pipeline.Plan([], exported, onnx.OnnxOptions(), ov_device=ov_device, tolerances=chosen,
                          detections=Detections(conf=det_conf), map_tolerances=map_tolerances(map_tol))

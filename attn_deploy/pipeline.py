@@ -10,7 +10,9 @@ its mAP against the original model's; INT8 rows are judged by that alone.
 A gating row that fails is localised: the first YOLO block or attention module whose output departs.
 
 After the module rules, the exported ONNX gets the graph passes its targets need (Expand removal and
-batch-constant folding help every target); ``<stem>.npu.onnx`` gets every pass npu needs on top.
+batch-constant folding help every target); ``<stem>.npu.onnx`` gets every pass npu needs on top, and
+``<stem>.ort.onnx`` the onnxruntime-only forms (contrib ops such as com.microsoft.MultiHeadAttention). The
+ONNX file itself holds only standard-domain ops: it is the portable one.
 """
 
 import contextlib
@@ -32,9 +34,11 @@ from .lint import LintReport, lint
 from .parity import TOLERANCES, Detections, ParityReport, Tolerance
 from .verify import localise_export, verify_export
 
-TARGETS = ("onnx", "openvino", "trt", "npu", "ncnn")
-LINT_TARGET = {"onnx": "ort", "openvino": "openvino", "trt": "trt", "npu": "npu", "ncnn": "ncnn"}
+TARGETS = ("onnx", "ort", "openvino", "trt", "npu", "ncnn")
+LINT_TARGET = {"onnx": "onnx", "ort": "ort", "openvino": "openvino", "trt": "trt", "npu": "npu", "ncnn": "ncnn"}
+DERIVED = ("npu", "ort")  # targets that get a file of their own, built from the shared ONNX with their passes
 Step = Callable[[str], contextlib.AbstractContextManager]
+GRAPH_LABEL = {"npu": "npu graph", "ort": "onnxruntime-only graph", "opencv": "OpenCV DNN"}  # parity rows' labels
 
 
 @dataclass
@@ -57,7 +61,7 @@ class Plan:
     openvino_half: bool | None = None  # FP16-compressed OpenVINO weights (None: as ``half``)
 
     def outputs(self) -> list[Path]:
-        paths = [self.output] + ([self.npu_onnx] if "npu" in self.targets else [])
+        paths = [self.output] + [self.derived(t) for t in DERIVED if t in self.targets]
         paths += ([self.fp16_onnx] if self.half else []) + ([self.int8_onnx] if self.int8 else [])
         if "openvino" in self.targets:
             paths += [openvino.model_dir(self.output)] + ([openvino.int8_dir(self.output)] if self.int8 else [])
@@ -74,11 +78,15 @@ class Plan:
 
     @property
     def npu_onnx(self) -> Path:
-        return self.output.with_suffix(".npu.onnx")
+        return self.derived("npu")
+
+    def derived(self, target: str) -> Path:
+        """``<stem>.<target>.onnx``: the shared ONNX with the graph passes of a ``DERIVED`` target on top."""
+        return self.output.with_suffix(f".{target}.onnx")
 
     def linted(self, target: str) -> Path:
         """The ONNX file that ``target`` builds from."""
-        return self.npu_onnx if target == "npu" else self.output
+        return self.derived(target) if target in DERIVED else self.output
 
 
 @dataclass
@@ -195,22 +203,23 @@ def _passes(loaded: LoadedModel, source: Path, output: Path, targets: list[str],
 
 
 def _graph_passes(loaded: LoadedModel, plan: Plan, result: Deployment, step: Step) -> None:
-    """The passes the exported ONNX's targets need, in place; for npu, every pass it needs on a copy.
+    """The passes the exported ONNX's targets need, in place; for npu and ort, every pass each needs on a copy.
+    The shared file is always read as the portable ``onnx`` too, so passes that put in other domains' ops stay off it.
 
-    Without rewrites (``--no-rewrite``) the npu graph is the export as it is.
+    Without rewrites (``--no-rewrite``) the derived graphs are the export as it is.
     """
+    derived = [t for t in DERIVED if t in plan.targets]
     if result.rewrite is None:
-        if "npu" in plan.targets:
-            result.exports.insert(1, ExportResult(shutil.copyfile(plan.output, plan.npu_onnx), "npu"))
+        for at, target in enumerate(derived, 1):
+            result.exports.insert(at, ExportResult(shutil.copyfile(plan.output, plan.derived(target)), target))
         return
-    shared = [LINT_TARGET[t] for t in plan.targets if t != "npu"] or [LINT_TARGET["onnx"]]
-    readers = shared + ["npu"] * ("npu" in plan.targets)  # the npu graph is built from the shared file
+    shared = list(dict.fromkeys([LINT_TARGET["onnx"]] + [LINT_TARGET[t] for t in plan.targets if t not in DERIVED]))
     result.rewrite.graph += _passes(loaded, plan.output, plan.output, shared, plan, step, f"in {plan.output.name}",
-                                    readers)
-    if "npu" in plan.targets:
-        result.rewrite.graph += _passes(loaded, plan.output, plan.npu_onnx, ["npu"], plan, step,
-                                        f"in {plan.npu_onnx.name}")
-        result.exports.insert(1, ExportResult(plan.npu_onnx, "npu"))
+                                    shared + derived)  # the derived graphs are built from the shared file
+    for at, target in enumerate(derived, 1):
+        path = plan.derived(target)
+        result.rewrite.graph += _passes(loaded, plan.output, path, [target], plan, step, f"in {path.name}")
+        result.exports.insert(at, ExportResult(path, target))
 
 
 def rewrite_plan(loaded: LoadedModel, imgsz: tuple[int, int], batch: int, dynamic: bool, target: str,
@@ -307,13 +316,14 @@ def _checks(exports: list[ExportResult]):
 
 def _check(loaded, plan: Plan, result: Deployment, export: ExportResult, ov_precision, gating: bool,
            semantics: str, step: Step, accuracy: AccuracyCheck | None) -> None:
-    label = "device default precision" if ov_precision is None else "npu graph" if export.target == "npu" else ""
+    label = "device default precision" if ov_precision is None else GRAPH_LABEL.get(export.target, "")
     against = "the original model" + (" with true shifts" if semantics == "true-shift" else "")
     scored = f" and scoring mAP on {accuracy.split.source}" if accuracy else ""
     with step(f"Checking parity of {export.path.name}{f' at the {label}' if label else ''} against {against}"
               f"{scored}"):
         report = verify_export(export.path, loaded, plan.tolerances, semantics=semantics, detections=plan.detections,
-                               ov_device=plan.ov_device, ov_precision=ov_precision, accuracy=accuracy)
+                               ov_device=plan.ov_device, ov_precision=ov_precision, accuracy=accuracy,
+                               runtime="opencv" if export.target == "opencv" else "onnxruntime")
     # An INT8 row is judged by its accuracy: without a validation split it is reported, not gating.
     report.gating = gating and (report.precision != "int8" or report.accuracy is not None)
     report.label = label

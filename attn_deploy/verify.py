@@ -14,14 +14,15 @@ from .models import ZOO
 
 def verify_export(path: Path, loaded, tolerances: dict | None = None, threads: int | None = None,
                   semantics: str = "eager", detections=None, ov_device: str = "CPU", ov_precision: str | None = "fp32",
-                  accuracy=None):
-    """Parity of the exported ``path`` against the original model, at the artefact's own input shape.
+                  accuracy=None, runtime: str = "onnxruntime"):
+    """Parity of the exported ``path`` against the original model, at the artefact's own input shape; a ``.onnx``
+    file runs in ``runtime`` (onnxruntime, or opencv).
 
     ``semantics`` is the rewrite report's ``reference``: ``true-shift`` where eager PyTorch's in-place
     shifts cannot be trusted. ``tolerances`` maps precisions to tolerances (default ``parity.TOLERANCES``);
     the artefact's precision picks one. ``accuracy`` (an ``accuracy.AccuracyCheck``) adds its mAP.
     """
-    candidate = open_runner(path, threads, ov_device, ov_precision)
+    candidate = open_runner(path, threads, ov_device, ov_precision, runtime)
     try:
         batch, imgsz = input_geometry(candidate)
         return verify_runner(candidate, loaded, imgsz, batch, tolerances, semantics, detections, accuracy)

@@ -42,7 +42,7 @@ def test_export_to_onnx_and_openvino_checks_every_row(cga):
     assert (default["backend"], default["gating"], default["label"]) == ("openvino", False, "device default precision")
     hint = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
     assert default["precision"] == openvino.PRECISIONS[hint]
-    assert [lint["target"] for lint in data["lint"]] == ["ort", "openvino"]
+    assert [lint["target"] for lint in data["lint"]] == ["onnx", "openvino"]
 
 
 def test_openvino_export_is_what_ultralytics_predicts_with(cga):

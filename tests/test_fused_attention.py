@@ -25,6 +25,7 @@ from attn_deploy.rewrite import LayerCall, rewrite
 from attn_deploy.rewrite.graph import PASSES, apply, passes_for
 from attn_deploy.rewrite.graph.attention import FASTER, FORMS, KINDS, RUNS
 from attn_deploy.rewrite.graph.engine import run
+from attn_deploy.verify import verify_export
 
 from . import variants as v
 
@@ -160,7 +161,7 @@ def test_attention_whose_bias_varies_along_the_batch_is_refused_with_the_reason(
 
 
 def test_each_form_goes_only_to_targets_that_run_it_and_where_it_measured_faster(monkeypatch):
-    assert set(RUNS["contrib"]) == {"ort", "openvino"} and {"ort", "openvino", "trt"} <= set(RUNS["onnx"])
+    assert set(RUNS["contrib"]) == {"ort", "openvino", "opencv"} and {"ort", "openvino", "trt"} <= set(RUNS["onnx"])
     for form in FORMS:
         for kind in KINDS:
             rule = PASSES[f"fused-{form}-{kind}"]
@@ -186,18 +187,25 @@ def test_lint_names_the_contrib_op_for_targets_that_cannot_run_it(plain, tmp_pat
         assert any("com.microsoft.MultiHeadAttention" in f.detail for f in verdicts[target].errors)
 
 
-def test_export_for_onnxruntime_alone_gets_the_form_chosen_for_it(monkeypatch, tmp_path):
-    """With the contrib form chosen for ort, `export --target onnx` writes it, verified and parity-checked."""
-    monkeypatch.setitem(PASSES, "fused-contrib-mhsa",
-                        dataclasses.replace(PASSES["fused-contrib-mhsa"], targets=("ort",)))
+def test_default_export_is_portable_and_the_ort_target_gets_the_form_chosen_for_it(tmp_path):
+    """`export --target onnx,ort`: the ONNX file holds only standard-domain ops (it runs in OpenCV's DNN with
+    parity); <stem>.ort.onnx gets onnxruntime's MultiHeadAttention, verified and parity-checked, named as such."""
     model = build_detector_with(v.ConvHeadsAttention, imgsz=64)
     loaded = LoadedModel(model, tmp_path / "x.pt", model.names, 32, "detect", (64, 64))
-    plan = pipeline.Plan(["onnx"], tmp_path / "x.onnx", onnx_backend.OnnxOptions((64, 64)))
+    plan = pipeline.Plan(["onnx", "ort"], tmp_path / "x.onnx", onnx_backend.OnnxOptions((64, 64)))
     done = pipeline.deploy(loaded, plan)
     rows = [r for r in done.rewrite.graph if r.rule == "fused-contrib-mhsa"]
     assert [(r.path, r.module, r.applied) for r in rows] == [("model.10", "ConvHeadsAttention", True)]
-    assert _ops(onnx.load(plan.output))["MultiHeadAttention"] == 1
-    assert done.passed and [p.backend for p in done.parity] == ["onnxruntime"]
+    assert rows[0].note.startswith("in x.ort.onnx")
+    assert {n.domain for n in onnx.load(plan.output).graph.node} <= {"", "ai.onnx"}
+    assert _ops(onnx.load(tmp_path / "x.ort.onnx"))["MultiHeadAttention"] == 1
+    assert [(e.path.name, e.target) for e in done.exports] == [("x.onnx", "onnx"), ("x.ort.onnx", "ort")]
+    assert [(r.target, r.passed) for r in done.lint] == [("onnx", True), ("ort", True)]
+    assert done.passed and [(p.backend, p.label) for p in done.parity] == [
+        ("onnxruntime", ""), ("onnxruntime", "onnxruntime-only graph")]
+    assert not lint(tmp_path / "x.ort.onnx", "onnx").passed
+    opencv = verify_export(plan.output, loaded, runtime="opencv")
+    assert opencv.backend == "opencv" and opencv.passed
 
 
 def test_study_times_each_form_against_the_plain_graph(tmp_path):

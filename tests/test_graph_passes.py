@@ -295,8 +295,8 @@ def _parity_and_trt(exported: Exported) -> None:
 @pytest.mark.parametrize("name", STATIC)
 def test_variant_exports_with_parity_and_its_npu_graph_is_lint_clean(static, name):
     _parity_and_trt(static)
-    ort, npu = static.run.lint
-    assert (ort.target, ort.passed, npu.target, npu.findings) == ("ort", True, "npu", [])
+    portable, npu = static.run.lint
+    assert (portable.target, portable.passed, npu.target, npu.findings) == ("onnx", True, "npu", [])
     module, report = static.paths[name], static.run.rewrite
     applied = {r.rule for r in report.layers + report.graph if r.applied and _inside(r.path, module)}
     assert applied == EXPECTED[name]

@@ -392,6 +392,24 @@ class LocalGlobalPooling(nn.Module):
         return x * F.adaptive_avg_pool2d(mixed, (h, w))
 
 
+class UnbatchedLocalPooling(nn.Module):
+    """MLCA as a public fork writes it, pooling 3-D tensors: the channel weights (B, C) turned into an unbatched
+    (C, B, 1) map and pooled up to (C, k, k), the batch-mean map pooled down to (C, k, k), and their mix pooled up
+    again to (C, H, W) before it gates the input."""
+
+    def __init__(self, c: int, k: int = 2):
+        super().__init__()
+        self.k = k
+        self.mix = nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        y = self.mix(F.adaptive_avg_pool2d(x, 1))
+        weights = F.adaptive_avg_pool2d(y.view(b, -1).transpose(-1, -2).unsqueeze(-1).sigmoid(), [self.k, self.k])
+        local = F.adaptive_avg_pool2d(x.mean(0), [self.k, self.k]).sigmoid()
+        return x * F.adaptive_avg_pool2d(weights * local, (h, w))
+
+
 class DeformableLargeKernel(nn.Module):
     """Deformable large-kernel attention (Azad et al., D-LKA, 2024): a depthwise 5x5, then a dilated depthwise
     torchvision deformable convolution whose offsets a convolution predicts, then a 1x1, gating the input."""

@@ -20,8 +20,12 @@ from .job import Job, Settings
 from ..errors import AttnDeployError
 from .profile import OpProfile, profile
 
-BACKENDS = {"torch": "torch", "ort": "onnxruntime", "openvino": "openvino", "trt": "tensorrt", "ncnn": "ncnn"}
-ASKED_ONLY = ("ncnn",)  # run when asked for by name: ncnn takes one image at a time, the default batches are 1,8,32
+BACKENDS = {"torch": "torch", "ort": "onnxruntime", "openvino": "openvino", "trt": "tensorrt", "ncnn": "ncnn",
+            "opencv": "opencv"}
+# Run only when asked for by name: ncnn takes one image at a time (the default batches are 1, 8, 32); OpenCV reruns
+# the ONNX file.
+OPT_IN = ("ncnn", "opencv")
+SHARES = {"opencv": "onnxruntime"}  # backends that run another backend's artefact: OpenCV's DNN reads the ONNX file
 PROFILED = ("onnxruntime", "openvino")
 # exporters.backend_of -> runner
 ARTEFACT_BACKEND = {"onnx": "onnxruntime", "openvino": "openvino", "trt": "tensorrt", "ncnn": "ncnn"}
@@ -48,7 +52,7 @@ class Variant:
 VARIANTS = {
     "cpu": (Variant("torch", "eager"), Variant("onnxruntime"), Variant("openvino", "latency"),
             Variant("openvino", "throughput"), Variant("ncnn"), Variant("ncnn", "unpacked"),
-            Variant("ncnn", precision="fp16"), Variant("ncnn", precision="bf16")),
+            Variant("ncnn", precision="fp16"), Variant("ncnn", precision="bf16"), Variant("opencv")),
     "cuda": (Variant("torch", "eager"), Variant("torch", "cuda-graph"), Variant("torch", "eager", "fp16"),
              Variant("torch", "cuda-graph", "fp16"), Variant("tensorrt", precision="fp16")),
 }
@@ -66,6 +70,10 @@ def unavailable(backend: str, device: str) -> str | None:
         from ..exporters import ncnn
 
         return ncnn.missing()
+    if backend == "opencv":
+        from ..exporters import opencv
+
+        return opencv.missing()
     if device == "cuda":
         import torch
 
@@ -77,7 +85,7 @@ def choose_variants(device: str, backends: list[str] | None) -> tuple[list[Varia
     """The variants to run, and why each default backend left out is not run. A backend asked for by name that
     cannot run is an error."""
     asked = [BACKENDS[b] for b in backends] if backends else list(dict.fromkeys(
-        v.backend for v in VARIANTS[device] if v.backend not in ASKED_ONLY))
+        v.backend for v in VARIANTS[device] if v.backend not in OPT_IN))
     reasons = {b: unavailable(b, device) for b in asked}
     if backends and any(reasons.values()):
         raise AttnDeployError("; ".join(f"--backend {b}: {r}" for b, r in reasons.items() if r))
@@ -189,14 +197,16 @@ def open_variant(subject: Subject, variant: Variant, batch: int, plan: Plan, pro
                  spinning: bool = True):
     """A runner for ``subject`` as ``variant`` runs it on ``plan.device``, at ``batch``. ``spinning=False`` for
     onnxruntime sessions that are timed in turn with other live runners."""
-    from ..exporters import ncnn, onnx, openvino, tensorrt
+    from ..exporters import ncnn, onnx, opencv, openvino, tensorrt
     from ..exporters import torch as torch_backend
 
     if variant.backend == "torch" and plan.device == "cpu":
         return torch_backend.Runner(subject.model, threads=plan.threads)
     if variant.backend == "torch":
         return torch_backend.CudaRunner(subject.model, variant.precision, variant.mode == "cuda-graph")
-    path = subject.artefacts[variant.backend]
+    path = subject.artefacts[SHARES.get(variant.backend, variant.backend)]
+    if variant.backend == "opencv":
+        return opencv.Runner(path, plan.threads)
     if variant.backend == "onnxruntime":
         return onnx.Runner(path, plan.threads, profiling, spinning)
     if variant.backend == "openvino":
@@ -208,7 +218,9 @@ def open_variant(subject: Subject, variant: Variant, batch: int, plan: Plan, pro
 
 
 def runnable(subject: Subject, variant: Variant) -> bool:
-    return subject.model is not None if variant.backend == "torch" else variant.backend in subject.artefacts
+    if variant.backend == "torch":
+        return subject.model is not None
+    return SHARES.get(variant.backend, variant.backend) in subject.artefacts
 
 
 def time_variant(subject: Subject, variant: Variant, batch: int, plan: Plan,

@@ -111,12 +111,22 @@ def backend_of(path: Path) -> str:
     return found
 
 
-def open_runner(path: Path, threads: int | None = None, ov_device: str = "CPU", ov_precision: str | None = "fp32"):
-    """The runner for an exported artefact, chosen by its file type.
+# The runtimes that run an ONNX file: onnxruntime (its own backend), and OpenCV's DNN module when asked for.
+ONNX_RUNTIMES = ("onnxruntime", "opencv")
+
+
+def open_runner(path: Path, threads: int | None = None, ov_device: str = "CPU", ov_precision: str | None = "fp32",
+                runtime: str = "onnxruntime"):
+    """The runner for an exported artefact, chosen by its file type; a ``.onnx`` file runs in ``runtime`` (one of
+    ``ONNX_RUNTIMES``).
 
     ``ov_precision`` is OpenVINO's inference precision: "fp32" sets the f32 hint, None keeps the device default.
     """
     path = Path(path)
+    if runtime == "opencv" and backend_of(path) == "onnx":
+        from . import opencv
+
+        return opencv.Runner(path, threads=threads)
     return BACKENDS[backend_of(path)].open(path, threads, ov_device, ov_precision)
 
 

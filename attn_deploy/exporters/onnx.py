@@ -9,6 +9,7 @@ import ast
 import collections
 import contextlib
 import copy
+import dataclasses
 import datetime
 import io
 import os
@@ -41,6 +42,7 @@ class OnnxOptions:
     opset: int = 18
     simplify: bool = True
     force: bool = False
+    pinned: bool = False  # the user chose ``opset``; otherwise a module that needs a higher one gets it, with a note
 
 
 def _export_copy(model: nn.Module, dynamic: bool) -> nn.Module:
@@ -100,8 +102,8 @@ def _failed_op(error: Exception) -> str:
     found = re.search(r"\b(\w+::\w+)|of (operator \w+)", text)
     if not found:
         return f"{type(error).__name__}: {text.splitlines()[0][:200]}"
-    since = re.search(r"added in version (\d+)", text)
-    return next(g for g in found.groups() if g) + (f" (needs --opset {since.group(1)})" if since else "")
+    since = _needed_opset(error)
+    return next(g for g in found.groups() if g) + (f" (needs --opset {since})" if since else "")
 
 
 def _own_code(model: nn.Module) -> list[str]:
@@ -301,6 +303,17 @@ def read_metadata(path: Path) -> dict:
     return {k: ast.literal_eval(v) if k in literal else v for k, v in props.items()}
 
 
+def _trace_model(model: nn.Module, im: torch.Tensor, raw: Path, options: OnnxOptions, names: list[str]) -> None:
+    with _native_output_silenced():  # a failing trace dumps its whole graph; _explain names the module
+        _trace(model, (im,), raw, options.opset, ([INPUT_NAME], names), _dynamic_axes(options.dynamic, names))
+
+
+def _needed_opset(error: Exception) -> int | None:
+    """The opset an export failure says its op was added in, if it says so."""
+    since = re.search(r"added in version (\d+)", str(error))
+    return int(since.group(1)) if since else None
+
+
 def export(loaded: LoadedModel, output: Path, options: OnnxOptions) -> ExportResult:
     """Export ``loaded`` to ``output`` (static shape unless ``options.dynamic``), written atomically; the outputs
     are named as ultralytics names them (``output0``, and ``output1`` for the segment head's prototypes)."""
@@ -315,16 +328,23 @@ def export(loaded: LoadedModel, output: Path, options: OnnxOptions) -> ExportRes
     model = _export_copy(loaded.model, options.dynamic)
     im = torch.zeros(options.batch, 3, *options.imgsz)
     names = head.output_names
+    result = ExportResult(output, "onnx")
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"
         try:
-            with _native_output_silenced():  # a failing trace dumps its whole graph; _explain names the module
-                _trace(model, (im,), raw, options.opset, ([INPUT_NAME], names),
-                       _dynamic_axes(options.dynamic, names))
+            _trace_model(model, im, raw, options, names)
         except Exception as e:
-            raise _explain(model, im, options, e) from e
+            needed = _needed_opset(e)
+            if options.pinned or needed is None or needed <= options.opset:
+                raise _explain(model, im, options, e) from e
+            result.notes.append(f"opset {needed}, not the default {options.opset}: {_failed_op(e).split(' (')[0]} "
+                                f"exists from opset {needed} (--opset pins one)")
+            options = dataclasses.replace(options, opset=needed)
+            try:
+                _trace_model(model, im, raw, options, names)
+            except Exception as again:
+                raise _explain(model, im, options, again) from again
         model_onnx = onnx.load(raw)
-    result = ExportResult(output, "onnx")
     if options.simplify:
         model_onnx = _simplify(model_onnx, result.notes)
     for key, value in metadata(loaded, options, head).items():

@@ -16,6 +16,11 @@ Sources, each a stored copy of the public file:
   checked with the installed converter and runtime on every graph of ``reports/ncnn/`` (a row says why where the
   lint and the runtime disagree). ncnn's blobs are at most 4-D (w, h, d, c) and have no batch axis: pnnx drops a
   leading size 1, and refuses a concat, split or slice along it ("cat along batch axis 0 is not supported").
+- OpenCV: opencv/opencv ``modules/dnn/src/onnx/onnx_importer2.cpp`` at commit 011ef8525d51 (the 5.x importer):
+  the ops of ``buildDispatchMap_ONNX_AI`` and ``buildDispatchMap_COM_MICROSOFT``; plus the ops that
+  opencv-python 5.1.0's importer loaded as one-node models here (``readNetFromONNX`` gave a non-empty net), and
+  com.microsoft MultiHeadAttention, which it ran against onnxruntime (max abs 6e-08).
+- onnx: the ONNX standard itself, the default domain, for the portable file ``export --target onnx`` writes.
 """
 
 from onnx.defs import get_all_schemas_with_history
@@ -103,15 +108,43 @@ NCNN: frozenset[str] = frozenset({
     "Unsqueeze", "Upsample",
 })
 
-SUPPORT: dict[str, frozenset[str]] = {"ort": ONNXRUNTIME, "openvino": OPENVINO, "trt": TENSORRT, "npu": NPU,
+# OpenCV DNN's ONNX importer, modules/dnn/src/onnx/onnx_importer2.cpp @ 011ef8525d518f760c6aa673b96af5f67a2a3a90.
+OPENCV: frozenset[str] = frozenset({
+    "Abs", "Acos", "Acosh", "Add", "And", "ArgMax", "ArgMin", "Asin", "Asinh", "Atan", "Atanh", "Attention",
+    "AveragePool", "BatchNormalization", "Cast", "Ceil", "Celu", "Clip", "Concat", "Constant", "ConstantFill",
+    "ConstantOfShape", "Conv", "ConvTranspose", "Cos", "Cosh", "CumSum", "DepthToSpace", "DequantizeLinear", "Div",
+    "Dropout", "Einsum", "Elu", "Equal", "Erf", "Exp", "Expand", "Flatten", "Floor", "GRU", "Gather", "GatherElements",
+    "Gelu", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "Greater", "GreaterOrEqual", "GroupNormalization",
+    "HardSigmoid", "HardSwish", "Identity", "If", "ImageScaler", "InstanceNormalization", "LRN", "LSTM",
+    "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax", "MatMul", "Max", "MaxPool",
+    "MaxUnpool", "Mean", "Min", "Mod", "Mul", "Neg", "Not", "Or", "PRelu", "Pad", "Pow", "QuantizeLinear", "Range",
+    "Reciprocal", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin",
+    "ReduceProd", "ReduceSum", "ReduceSumSquare", "Relu", "Reshape", "Resize", "Round", "Scatter", "ScatterElements",
+    "ScatterND", "Selu", "Shape", "Shrink", "Sigmoid", "Sign", "Sin", "Sinh", "Slice", "Softmax", "Softplus",
+    "Softsign", "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tan", "Tanh", "ThresholdedRelu", "Tile",
+    "Transpose", "Unsqueeze", "Upsample", "Where", "Xor",
+}) | frozenset({  # loaded by opencv-python 5.1.0 as one-node models
+    "AffineGrid", "BitwiseAnd", "BitwiseNot", "BitwiseOr", "BitwiseXor", "BlackmanWindow", "DFT", "Det",
+    "DynamicQuantizeLinear", "EyeLike", "GatherND", "GridSample", "HammingWindow", "HannWindow", "Hardmax", "IsInf",
+    "IsNaN", "LpNormalization", "LpPool", "Mish", "NonMaxSuppression", "NonZero", "OneHot", "RNN", "RoiAlign", "Size",
+    "TopK", "Trilu", "Unique",
+})
+
+# ``onnx`` is the portable file: the ONNX standard's own ops (the list onnxruntime is checked against), no other
+# domain. The onnxruntime-only forms go to ``ort``.
+SUPPORT: dict[str, frozenset[str]] = {"onnx": ONNXRUNTIME, "ort": ONNXRUNTIME, "openvino": OPENVINO,
+                                      "trt": TENSORRT, "npu": NPU, "opencv": OPENCV,
                                       "ncnn": NCNN}
 
 # Ops outside the ONNX domain that each target runs, by domain: the onnxruntime contrib ops attn-deploy emits
 # (rewrite/graph/attention.py), checked against a NumPy reference. onnxruntime 1.32's CPU provider runs
 # com.microsoft MultiHeadAttention and Attention; OpenVINO 2026.4's ONNX reader turns both into its
-# ScaledDotProductAttention (or its decomposition). TensorRT's ONNX parser and the NPU compilers take none.
+# ScaledDotProductAttention (or its decomposition). OpenCV 5.1.0 runs both (above).
+# TensorRT's ONNX parser, the NPU compilers and the portable ``onnx`` file take none.
 CUSTOM: dict[str, dict[str, frozenset[str]]] = {
+    "onnx": {},
     "ort": {"com.microsoft": frozenset({"MultiHeadAttention", "Attention"})},
+    "opencv": {"com.microsoft": frozenset({"MultiHeadAttention", "Attention"})},
     "openvino": {"com.microsoft": frozenset({"MultiHeadAttention", "Attention"})},
     "trt": {},
     "npu": {},

@@ -177,7 +177,12 @@ def _count_ops(report: RewriteReport, replaced: dict[str, nn.Module], original: 
             layer.ops_before = op_counts(original.get_submodule(layer.path), call, opset, report.dynamic)
         except Exception as e:
             layer.note = f"the original does not export alone: {e}"
-        layer.ops_after = op_counts(replaced[layer.path], call, opset, report.dynamic)
+        try:
+            layer.ops_after = op_counts(replaced[layer.path], call, opset, report.dynamic)
+        except AttnDeployError as e:
+            module = original.get_submodule(layer.path)
+            raise AttnDeployError(f"ONNX export failed (opset {opset}) for {layer.path} ({type(module).__name__}), "
+                                  f"rewritten by {layer.rule}: {e}") from e
 
 
 def rewrite(model: nn.Module, imgsz: tuple[int, int] = (640, 640), batch: int = 1, dynamic: bool = False,

@@ -1,4 +1,4 @@
-"""Adaptive pooling at the export shape: plain pooling where the output size divides the input,
+"""Adaptive pooling at the export shape, of a batch (N, C, H, W) or of one unbatched (C, H, W): plain pooling where the output size divides the input,
 nearest-neighbour resizing where it is a multiple of the input (pooling that upsamples: MLCA pools
 1x1 up to 5x5), else an exact static equivalent (a constant pooling matrix for average, slices and
 max for max).
@@ -58,11 +58,17 @@ def _repeated(size: tuple[int, int], out: tuple[int, int]) -> bool:
          ops=("adaptive_avg_pool2d", "adaptive_max_pool2d"))
 def static_adaptive_pool(func, args: tuple, kwargs: dict, memo: dict):
     x, size = args[0], args[1] if len(args) > 1 else kwargs["output_size"]
-    if x.dim() != 4 or (args[2:] or [kwargs.get("return_indices", False)])[0]:
+    if x.dim() not in (3, 4) or (args[2:] or [kwargs.get("return_indices", False)])[0]:
         return func(*args, **kwargs), False
+    if x.dim() == 3:  # unbatched (C, H, W): pooled as a batch of one
+        return _pooled(func, x[None], size)[0], True
+    return _pooled(func, x, size), True
+
+
+def _pooled(func, x: torch.Tensor, size) -> torch.Tensor:
     input_size = (int(x.shape[-2]), int(x.shape[-1]))
     out = _output_size(size, input_size)
     if _repeated(input_size, out):
-        return F.interpolate(x, scale_factor=(out[0] / input_size[0], out[1] / input_size[1]), mode="nearest"), True
+        return F.interpolate(x, scale_factor=(out[0] / input_size[0], out[1] / input_size[1]), mode="nearest")
     pool = _average if func.__name__ == "adaptive_avg_pool2d" else _maximum
-    return pool(x, input_size, out), True
+    return pool(x, input_size, out)
