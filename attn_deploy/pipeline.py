@@ -26,14 +26,15 @@ from .accuracy import MAP_TOLERANCES, AccuracyCheck, scored
 from .loading import LoadedModel
 from .errors import AttnDeployError
 from .exporters import ExportResult, artefact_metadata, mixed_precision, onnx, openvino, qdq, tensorrt
+from .exporters import rknn as rknn_backend
 from .exporters import torch as torch_backend
 from .files import check_writable
 from .lint import LintReport, lint
 from .parity import TOLERANCES, Detections, ParityReport, Tolerance
 from .verify import localise_export, verify_export
 
-TARGETS = ("onnx", "openvino", "trt", "npu")
-LINT_TARGET = {"onnx": "ort", "openvino": "openvino", "trt": "trt", "npu": "npu"}
+TARGETS = ("onnx", "openvino", "trt", "npu", "rknn")
+LINT_TARGET = {"onnx": "ort", "openvino": "openvino", "trt": "trt", "npu": "npu", "rknn": "rknn"}
 Step = Callable[[str], contextlib.AbstractContextManager]
 
 
@@ -55,12 +56,14 @@ class Plan:
     int8: bool = False
     calib: Path | None = None  # INT8 calibration images: a directory, or a data YAML's train split
     openvino_half: bool | None = None  # FP16-compressed OpenVINO weights (None: as ``half``)
+    rknn: rknn_backend.RKNNOptions = field(default_factory=rknn_backend.RKNNOptions)
 
     def outputs(self) -> list[Path]:
         paths = [self.output] + ([self.npu_onnx] if "npu" in self.targets else [])
         paths += ([self.fp16_onnx] if self.half else []) + ([self.int8_onnx] if self.int8 else [])
         if "openvino" in self.targets:
             paths += [openvino.model_dir(self.output)] + ([openvino.int8_dir(self.output)] if self.int8 else [])
+        paths += [rknn_backend.model_dir(self.output)] if "rknn" in self.targets else []
         return paths + ([self.output.with_suffix(".engine")] if "trt" in self.targets else [])
 
     @property
@@ -117,6 +120,17 @@ def check_trt(plan: Plan, loaded: LoadedModel, step: Step = _quiet) -> None:
     raise AttnDeployError(f"--target trt: {reason}. Nothing was written. The lint of the graph for trt {verdict}.")
 
 
+def check_rknn(plan: Plan, step: Step = _quiet) -> None:
+    """Fail at once, writing nothing, when RKNN is asked for and its platform or environment will not do."""
+    if "rknn" not in plan.targets:
+        return
+    if plan.int8:
+        raise AttnDeployError("--target rknn builds float models only (INT8 RKNN builds are not implemented); "
+                              "drop --int8 or the rknn target. Nothing was written.")
+    with step("Checking the RKNN environment (rknn-toolkit2 in its own interpreter)"):
+        rknn_backend.ready(plan.rknn)
+
+
 def _rewritten(loaded: LoadedModel, plan: Plan, step: Step):
     from .rewrite import rewrite
 
@@ -141,6 +155,7 @@ def build(loaded: LoadedModel, plan: Plan, step: Step = _quiet) -> Deployment:
     for path in plan.outputs():
         check_writable(path, plan.onnx.force)
     check_trt(plan, loaded, step)
+    check_rknn(plan, step)
     calibration = calibration_paths(plan)  # bad --calib fails here, before anything is written
     model, rewrite_report = _rewritten(loaded, plan, step)
     result = Deployment(rewrite_report)
@@ -245,6 +260,10 @@ def _build(plan: Plan, result: Deployment, step: Step, calibration: list[Path]) 
         with step(f"Converting to OpenVINO IR ({'FP16' if half else 'FP32'} weights)"):
             result.exports.append(openvino.export(plan.output, openvino.model_dir(plan.output),
                                                   openvino.OpenVINOOptions(half, force=True)))
+    if "rknn" in plan.targets:
+        with step(f"Building for {plan.rknn.platform} with rknn-toolkit2 (in its own environment)"):
+            result.exports.append(rknn_backend.export(plan.output, rknn_backend.model_dir(plan.output),
+                                                      dataclasses.replace(plan.rknn, force=True)))
     if plan.int8:
         _build_int8(plan, result, calibration, mixed_precision.int8_float_nodes(plan.output, chosen), step)
     if "trt" in plan.targets:

@@ -33,9 +33,11 @@ def silenced():
 
 
 def backend_of(path: Path) -> str:
-    """``onnx``, ``openvino`` or ``trt``, from the artefact's file type."""
+    """``onnx``, ``openvino``, ``trt`` or ``rknn``, from the artefact's file type."""
     if not path.exists():
         raise AttnDeployError(f"{path} does not exist")
+    if path.is_dir() and any(path.glob("*.rknn")):
+        return "rknn"
     if path.suffix == ".onnx":
         return "onnx"
     if path.suffix == ".xml" or (path.is_dir() and any(path.glob("*.xml"))):
@@ -43,7 +45,7 @@ def backend_of(path: Path) -> str:
     if path.suffix == ".engine":
         return "trt"
     raise AttnDeployError(f"{path}: unsupported model type {path.suffix or '(directory)'}; expected a .onnx file, "
-                          "an OpenVINO model directory or .xml, or a TensorRT .engine")
+                          "an OpenVINO model directory or .xml, a TensorRT .engine, or an RKNN model directory")
 
 
 def open_runner(path: Path, threads: int | None = None, ov_device: str = "CPU", ov_precision: str | None = "fp32"):
@@ -61,6 +63,10 @@ def open_runner(path: Path, threads: int | None = None, ov_device: str = "CPU", 
         from . import openvino
 
         return openvino.Runner(path, ov_device, ov_precision, threads)
+    if backend == "rknn":
+        from . import rknn
+
+        return rknn.Runner(path)
     from . import tensorrt
 
     return tensorrt.Runner(path)
@@ -74,7 +80,7 @@ def artefact_metadata(path: Path) -> dict:
         from .onnx import read_metadata
 
         return read_metadata(path)
-    if backend == "openvino":
+    if backend in ("openvino", "rknn"):
         import yaml
 
         sidecar = (path if path.is_dir() else path.parent) / "metadata.yaml"
@@ -89,7 +95,7 @@ def probe_source(path: Path) -> Path:
     for a TensorRT 11 fp16 engine, which is built from the mixed-precision file)."""
     if path.suffix == ".onnx":
         return path
-    stem = path.name.removesuffix("_openvino_model") if path.is_dir() else path.stem
+    stem = path.name.removesuffix("_openvino_model").removesuffix("_rknn_model") if path.is_dir() else path.stem
     if path.suffix == ".engine":
         from . import tensorrt
 
@@ -112,6 +118,10 @@ def probe_runner(path: Path, probe_onnx: Path, workdir: Path, ov_device: str, ov
         half = openvino.OpenVINOOptions(half=openvino.half_weights(path))
         built = openvino.export(probe_onnx, workdir / "probe_openvino_model", half)
         return open_runner(built.path, ov_device=ov_device, ov_precision=ov_precision)
+    if backend == "rknn":
+        from . import rknn
+
+        return rknn.Runner(path, source=probe_onnx)
     from . import tensorrt
 
     header = tensorrt.read_header(path)[1]

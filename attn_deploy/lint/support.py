@@ -79,7 +79,26 @@ NPU: frozenset[str] = frozenset({
     "Unsqueeze",
 })
 
-SUPPORT: dict[str, frozenset[str]] = {"ort": ONNXRUNTIME, "openvino": OPENVINO, "trt": TENSORRT, "npu": NPU}
+# RKNN-Toolkit2's own ONNX list, airockchip/rknn-toolkit2 ``doc/RKNNToolKit2_OP_Support-v2.1.0.md`` at commit
+# deaba85fc437 (opset 19; 2.3.2 publishes its list only as a PDF): every row not marked "Not Supported". Rows with
+# a remark (batch size 1, Resize's nearest/bilinear modes, constant inputs of If and EyeLike) are kept: the
+# exports here are batch 1 and constant-shaped. Unlike the generic npu list it keeps Shape, Gather and
+# ConstantOfShape, which the toolkit folds at build time on a static graph.
+RKNN: frozenset[str] = frozenset({
+    "Add", "And", "ArgMax", "ArgMin", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant",
+    "ConstantOfShape", "Conv", "ConvTranspose", "Cos", "DepthToSpace", "DequantizeLinear", "Div", "Dropout", "Elu",
+    "Equal", "Erf", "Exp", "Expand", "EyeLike", "Flatten", "Floor", "GRU", "Gather", "GatherElements", "Gemm",
+    "GlobalAveragePool", "GlobalMaxPool", "Greater", "GreaterOrEqual", "HardSigmoid", "HardSwish", "Identity", "If",
+    "InstanceNormalization", "LRN", "LSTM", "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log",
+    "LogSoftmax", "LpNormalization", "MatMul", "Max", "MaxPool", "MaxRoiPool", "MaxUnpool",
+    "MeanVarianceNormalization", "Min", "Mish", "Mod", "Mul", "PRelu", "Pad", "Pow", "QuantizeLinear", "ReduceMax",
+    "ReduceMean", "ReduceMin", "ReduceSum", "Relu", "Reshape", "Resize", "ReverseSequence", "RoiAlign", "ScatterND",
+    "Shape", "Sigmoid", "Sin", "Size", "Slice", "Softmax", "Softplus", "SpaceToDepth", "Split", "Sqrt", "Squeeze",
+    "Sub", "Tanh", "Tile", "Transpose", "Unsqueeze", "Where",
+})
+
+SUPPORT: dict[str, frozenset[str]] = {"ort": ONNXRUNTIME, "openvino": OPENVINO, "trt": TENSORRT, "npu": NPU,
+                                      "rknn": RKNN}
 
 # Ops outside the ONNX domain that each target runs, by domain: the onnxruntime contrib ops attn-deploy emits
 # (rewrite/graph/attention.py), checked against a NumPy reference. onnxruntime 1.32's CPU provider runs
@@ -90,6 +109,7 @@ CUSTOM: dict[str, dict[str, frozenset[str]]] = {
     "openvino": {"com.microsoft": frozenset({"MultiHeadAttention", "Attention"})},
     "trt": {},
     "npu": {},
+    "rknn": {},
 }
 
 # Tensors of higher rank than these targets take (the NPU compilers above lower rank <= 4 to hardware).

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-TARGETS = ("ort", "openvino", "trt", "npu")
+TARGETS = ("ort", "openvino", "trt", "npu", "rknn")
 
 
 @dataclass(frozen=True)
