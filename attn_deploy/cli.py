@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import json
 import os
+import shutil
 import time
 import warnings
 from enum import Enum
@@ -306,6 +307,20 @@ def finish(run, as_json: bool, junit: Path | None) -> None:
         raise typer.Exit(CHECK_FAILED)
 
 
+@contextlib.contextmanager
+def written_or_nothing(paths: list[Path]):
+    """On an error, remove the outputs this command created (an RKNN build fails after the ONNX it reads is
+    written); files that existed before (--force) are left as they are."""
+    before = {p for p in paths if p.exists()}
+    try:
+        yield
+    except AttnDeployError:
+        for path in paths:
+            if path.exists() and path not in before:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        raise
+
+
 @app.command()
 @handled
 def export(
@@ -383,7 +398,9 @@ def export(
     loaded.check_input(plan.onnx.imgsz, batch)
     with data_yaml(data, ("train", "val") if int8 and calib is None else ("val",)) as data_path:
         plan.data, plan.calib = data_path, calib or data_path
-        finish(pipeline.deploy(loaded, plan, step), as_json, junit)
+        with written_or_nothing(plan.outputs()):
+            run = pipeline.deploy(loaded, plan, step)
+        finish(run, as_json, junit)
 
 
 @app.command("rewrite")

@@ -65,9 +65,11 @@ def test_unsupported_platform_is_one_message(tmp_path, platform, message):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_setup_refuses_to_replace_an_environment(tmp_path):
-    with pytest.raises(AttnDeployError, match="pass --force"):
+def test_setup_keeps_only_a_working_environment(tmp_path):
+    (tmp_path / "bin").mkdir()
+    with pytest.raises(AttnDeployError, match="not a working RKNN environment; pass --force"):
         rknn.setup(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["bin"]
 
 
 class NonZeroHead(nn.Module):

@@ -205,10 +205,15 @@ class Runner:
 
 def setup(env: Path | None = None, torch_index: str | None = None, force: bool = False) -> tuple[Path, dict]:
     """Create the RKNN environment at ``env`` (default: the cache's): a venv with ``PINS`` and the CPU torch wheel,
-    each without dependency resolution. Built beside and moved into place, so a failed setup leaves nothing."""
+    each without dependency resolution. Built beside and moved into place, so a failed setup leaves nothing; a
+    working one already there is kept unless ``force``. Returns its interpreter and versions."""
     env = Path(env or default_env())
-    if env.exists() and not force:
-        raise AttnDeployError(f"{env} exists; pass --force to create it again")
+    if env.exists() and not force:  # set up already: kept when it works, so running setup twice costs nothing
+        try:
+            return _interpreter(env), probe(_interpreter(env))
+        except AttnDeployError as e:
+            raise AttnDeployError(f"{env} exists but is not a working RKNN environment; pass --force to create it "
+                                  f"again ({e})") from None
     build = env.with_name(f".{env.name}.building")
     shutil.rmtree(build, ignore_errors=True)
     try:
