@@ -1,7 +1,8 @@
 """RKNN: rknn-toolkit2 2.3.2 in its own environment, behind the worker's process boundary. Refusals (no environment,
 a bad one, an unknown or INT8-only platform, a build the toolkit rejects) give one message and write nothing; the
 shipped CGA fixture builds for rk3588 and its simulator run matches the original model at fp16's tolerance, with
-its mAP50-95 on the shapes data within 0.003 of the original's.
+detection-level matching (its mAP on the shapes data is measured in reports/rknn/, 200 images being too many for
+the test budget).
 
 The tests that build need the environment ``attn-deploy setup rknn`` creates (the README's test command runs it
 first); without it they are skipped with that reason."""
@@ -108,9 +109,9 @@ def test_failed_build_is_one_message_and_writes_nothing(nonzero_onnx):
 
 @pytest.fixture(scope="module")
 def cga_export(tmp_path_factory):
-    """The CGA fixture exported for rk3588 at 160, checked in the simulator and scored on the shapes data."""
+    """The CGA fixture exported for rk3588 at 160 and checked in the simulator."""
     out = tmp_path_factory.mktemp("rknn-cga") / "cga.onnx"
-    result = invoke("export", CGA, "--target", "rknn", "-o", out, "--imgsz", IMGSZ, "--data", "shapes", "--json")
+    result = invoke("export", CGA, "--target", "rknn", "-o", out, "--imgsz", IMGSZ, "--json")
     return out, result
 
 
@@ -127,14 +128,12 @@ def test_float_export_is_laid_out_as_ultralytics_reads_it(cga_export):
 
 
 @with_rknn
-def test_float_export_matches_in_the_simulator_and_keeps_its_map(cga_export):
+def test_float_export_matches_in_the_simulator_at_fp16(cga_export):
     out, result = cga_export
     data = json.loads(result.stdout)
     (row,) = [p for p in data["parity"] if p["backend"] == "rknn-simulator"]
     assert row["precision"] == "fp16" and row["gating"] and row["passed"]
     assert row["detections"] and all(d["passed"] for d in row["detections"])
-    accuracy = row["accuracy"]
-    assert accuracy["reference"]["map"] - accuracy["accuracy"]["map"] <= 0.003
 
 
 @with_rknn

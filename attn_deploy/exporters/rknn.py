@@ -87,7 +87,7 @@ def _call(python: Path, job: dict, timeout: float = 600) -> dict:
 
 def probe(python: Path) -> dict:
     """The versions in the environment at ``python``; a bad environment (no rknn, a wrong version) is one error."""
-    answer = _call(python, {"action": "probe"}, timeout=120)
+    answer = _call(python, {"action": "probe"}, timeout=300)
     if not answer["ok"]:
         raise AttnDeployError(missing_message(f"{python} cannot import it ({answer['error']})"))
     found = answer["versions"]["rknn-toolkit2"]
@@ -96,13 +96,14 @@ def probe(python: Path) -> dict:
     return answer["versions"]
 
 
-def check_platform(platform: str, int8: bool = False) -> None:
+def check_platform(platform: str) -> None:
     if platform not in PLATFORMS:
         raise AttnDeployError(f"--rknn-platform {platform!r} is not one rknn-toolkit2 {TOOLKIT} builds for; use one "
                               f"of {', '.join(PLATFORMS)}")
-    if platform in INT8_ONLY and not int8:
-        raise AttnDeployError(f"--rknn-platform {platform}: its NPU runs INT8 only; add --int8 (with --data or "
-                              "--calib), or choose a platform with a float NPU (rk3588, rk3576, rk356x, rk2118)")
+    if platform in INT8_ONLY:
+        raise AttnDeployError(f"--rknn-platform {platform}: its NPU runs INT8 only, and attn-deploy builds float RKNN "
+                              "models only so far; choose a platform with a float NPU (rk3588, rk3576, rk3568, "
+                              "rk3566, rk3562, rk2118, rv1126b)")
 
 
 @dataclass
