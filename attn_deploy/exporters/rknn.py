@@ -41,8 +41,9 @@ ENV_VAR = "ATTN_DEPLOY_RKNN_PYTHON"
 # torch's own dependencies beyond the three its import needs, is enough (measured: 1.4 GB, against 5.6 GB for the
 # CUDA torch 2.4 that the toolkit's metadata asks for). OpenCV headless stands in for opencv-python (same module).
 PINS = (f"rknn-toolkit2=={TOOLKIT}", "numpy==1.26.4", "onnx==1.17.0", "onnxruntime==1.19.2", "protobuf==4.25.4",
-        "setuptools<82", "psutil", "ruamel.yaml", "ruamel.yaml.clib", "scipy<1.18", "tqdm", "fast-histogram",
-        "opencv-python-headless", "typing_extensions", "filelock", "fsspec")
+        "setuptools==81.0.0", "psutil==7.2.2", "ruamel.yaml==0.19.1", "ruamel.yaml.clib==0.2.15", "scipy==1.17.1",
+        "tqdm==4.70.1", "fast-histogram==0.14", "opencv-python-headless==5.1.0.95", "typing_extensions==4.16.0",
+        "filelock==4.3.2", "fsspec==2026.9.0")
 TORCH = "torch==2.13.0+cpu"
 
 
@@ -232,7 +233,8 @@ def setup(env: Path | None = None, torch_index: str | None = None, force: bool =
 
 def _pip(env: Path, *args: str) -> None:
     """pip of the running interpreter installing into ``env`` (the new venv has no pip of its own)."""
-    command = [sys.executable, "-m", "pip", "--python", str(_interpreter(env)), "install", "--quiet", *args]
+    command = [sys.executable, "-m", "pip", "--python", str(_interpreter(env)), "install", "--quiet", "--no-compile",
+               *args]  # no byte-compiling of all torch: the worker imports a small part of it
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         tail = [line for line in done.stderr.splitlines() if line.startswith("ERROR")] or done.stderr.splitlines()
