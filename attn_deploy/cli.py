@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import json
 import os
+import shutil
 import time
 import warnings
 from enum import Enum
@@ -324,6 +325,20 @@ def finish(run, as_json: bool, junit: Path | None) -> None:
         raise typer.Exit(CHECK_FAILED)
 
 
+@contextlib.contextmanager
+def written_or_nothing(paths: list[Path]):
+    """On an error, remove the outputs this command created (an RKNN build fails after the ONNX it reads is
+    written); files that existed before (--force) are left as they are."""
+    before = {p for p in paths if p.exists()}
+    try:
+        yield
+    except AttnDeployError:
+        for path in paths:
+            if path.exists() and path not in before:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        raise
+
+
 @app.command()
 @handled
 def export(
@@ -331,7 +346,8 @@ def export(
     target: Annotated[str, typer.Option(help="Targets: onnx (standard ONNX ops only), ort (<stem>.ort.onnx, with "
                                         "onnxruntime's contrib ops where they ran faster), openvino, trt, npu "
                                         "(<stem>.npu.onnx, every graph pass the npu list needs), ncnn "
-                                        "(<stem>_ncnn_model/, needs the ncnn extra), comma-separated, or all.")] = "onnx",
+                                        "(<stem>_ncnn_model/, needs the ncnn extra), rknn (<stem>_rknn_model/, needs "
+                                        "`setup rknn`), comma-separated, or all.")] = "onnx",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="The ONNX file; the other artefacts are "
                                                 "named after it (default: beside CKPT).")] = None,
     imgsz: ImgszOpt = None,
@@ -355,6 +371,11 @@ def export(
                                                "split (default: --data's).")] = None,
     data: DataOpt = None,
     map_tol: MapTolOpt = None,
+    rknn_platform: Annotated[str, typer.Option(help="RKNN target platform: rk3588, rk3576, rk3568, rk3566, rk3562, "
+                                               "rk2118, rv1126b; rv1103/rv1106(b) run INT8 only.")] = "rk3588",
+    rknn_python: Annotated[Path | None, typer.Option(envvar="ATTN_DEPLOY_RKNN_PYTHON", help="The interpreter of an "
+                                                     "environment with rknn-toolkit2 2.3.2 (default: the one "
+                                                     "`attn-deploy setup rknn` made).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite existing outputs.")] = False,
     plugin: PluginOpt = None,
     fork: ForkOpt = None,
@@ -370,7 +391,7 @@ def export(
 ) -> None:
     """Rewrite and export CHECKPOINT to each target, lint the graph, and verify every artefact against the original."""
     from . import pipeline
-    from .exporters import onnx, tensorrt
+    from .exporters import onnx, rknn, tensorrt
     from .parity import Detections
 
     targets = parse_targets(target)
@@ -383,10 +404,14 @@ def export(
                                simplify=simplify, force=force)
     plan = pipeline.Plan(targets, output, options,
                          half, rewrite, ov_device, trt, chosen, Detections(conf=det_conf),
-                         map_tolerances=map_tolerances(map_tol), int8=int8)
+                         map_tolerances=map_tolerances(map_tol), int8=int8,
+                         rknn=rknn.RKNNOptions(rknn_platform, rknn_python))
     pipeline.check_ncnn(plan)
     for path in plan.outputs():
         check_writable(path, force)
+    pipeline.check_rknn(plan, step)
+    if rknn_python:  # the simulator's runner finds the same interpreter
+        os.environ[rknn.ENV_VAR] = str(rknn_python)
     loaded = load_checkpoint(checkpoint, plugin, fork, trust_checkpoint, yaml)
     if end2end:
         from .heads import in_form
@@ -396,7 +421,9 @@ def export(
     loaded.check_input(plan.onnx.imgsz, batch)
     with data_yaml(data, ("train", "val") if int8 and calib is None else ("val",)) as data_path:
         plan.data, plan.calib = data_path, calib or data_path
-        finish(pipeline.deploy(loaded, plan, step), as_json, junit)
+        with written_or_nothing(plan.outputs()):
+            run = pipeline.deploy(loaded, plan, step)
+        finish(run, as_json, junit)
 
 
 @app.command("rewrite")
@@ -811,6 +838,28 @@ def data_command(
                                progress=lambda name, done, total: bar.update(
                                    drawing, description=f"Drawing {name} images", completed=done, total=total))
     out.print(f"Wrote {path} ({task.value} labels, seed {spec.seed})", highlight=False)
+
+
+setup_app = typer.Typer(help="Create the environments of converters whose pins conflict with attn-deploy's.")
+app.add_typer(setup_app, name="setup")
+
+
+@setup_app.command("rknn")
+@handled
+def setup_rknn(
+    path: Annotated[Path | None, typer.Option(help="Where to create it (default: ~/.cache/attn-deploy/rknn).")] = None,
+    torch_index: Annotated[str | None, typer.Option(help="A package index with CPU torch wheels, e.g. "
+                                                    "https://download.pytorch.org/whl/cpu (default: pip's).")] = None,
+    force: Annotated[bool, typer.Option(help="Create it again where one exists.")] = False,
+) -> None:
+    """Create the environment rknn-toolkit2 2.3.2 runs in (pinned; its torch, numpy and onnx pins conflict with ours)."""
+    from .exporters import rknn
+
+    started = time.perf_counter()
+    with step(f"Creating the RKNN environment in {path or rknn.default_env()}"):
+        python, versions = rknn.setup(path, torch_index, force)
+    out.print(f"RKNN environment ready in {time.perf_counter() - started:.0f} s: {python} ("
+              + ", ".join(f"{k} {v}" for k, v in versions.items()) + ")", highlight=False)
 
 
 def main() -> None:

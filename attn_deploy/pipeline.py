@@ -28,14 +28,16 @@ from .accuracy import MAP_TOLERANCES, AccuracyCheck, scored
 from .loading import LoadedModel
 from .errors import AttnDeployError
 from .exporters import ExportResult, artefact_metadata, mixed_precision, ncnn, onnx, openvino, qdq, tensorrt
+from .exporters import rknn as rknn_backend
 from .exporters import torch as torch_backend
 from .files import check_writable
 from .lint import LintReport, lint
 from .parity import TOLERANCES, Detections, ParityReport, Tolerance
 from .verify import localise_export, verify_export
 
-TARGETS = ("onnx", "ort", "openvino", "trt", "npu", "ncnn")
-LINT_TARGET = {"onnx": "onnx", "ort": "ort", "openvino": "openvino", "trt": "trt", "npu": "npu", "ncnn": "ncnn"}
+TARGETS = ("onnx", "ort", "openvino", "trt", "npu", "ncnn", "rknn")
+LINT_TARGET = {"onnx": "onnx", "ort": "ort", "openvino": "openvino", "trt": "trt", "npu": "npu", "ncnn": "ncnn",
+               "rknn": "rknn"}
 DERIVED = ("npu", "ort")  # targets that get a file of their own, built from the shared ONNX with their passes
 Step = Callable[[str], contextlib.AbstractContextManager]
 GRAPH_LABEL = {"npu": "npu graph", "ort": "onnxruntime-only graph", "opencv": "OpenCV DNN"}  # parity rows' labels
@@ -59,6 +61,7 @@ class Plan:
     int8: bool = False
     calib: Path | None = None  # INT8 calibration images: a directory, or a data YAML's train split
     openvino_half: bool | None = None  # FP16-compressed OpenVINO weights (None: as ``half``)
+    rknn: rknn_backend.RKNNOptions = field(default_factory=rknn_backend.RKNNOptions)
 
     def outputs(self) -> list[Path]:
         paths = [self.output] + [self.derived(t) for t in DERIVED if t in self.targets]
@@ -66,6 +69,7 @@ class Plan:
         if "openvino" in self.targets:
             paths += [openvino.model_dir(self.output)] + ([openvino.int8_dir(self.output)] if self.int8 else [])
         paths += [ncnn.model_dir(self.output)] if "ncnn" in self.targets else []
+        paths += [rknn_backend.model_dir(self.output)] if "rknn" in self.targets else []
         return paths + ([self.output.with_suffix(".engine")] if "trt" in self.targets else [])
 
     @property
@@ -138,6 +142,17 @@ def check_trt(plan: Plan, loaded: LoadedModel, step: Step = _quiet) -> None:
     raise AttnDeployError(f"--target trt: {reason}. Nothing was written. The lint of the graph for trt {verdict}.")
 
 
+def check_rknn(plan: Plan, step: Step = _quiet) -> None:
+    """Fail at once, writing nothing, when RKNN is asked for and its platform or environment will not do."""
+    if "rknn" not in plan.targets:
+        return
+    if plan.int8:
+        raise AttnDeployError("--target rknn builds float models only (INT8 RKNN builds are not implemented); "
+                              "drop --int8 or the rknn target. Nothing was written.")
+    with step("Checking the RKNN environment (rknn-toolkit2 in its own interpreter)"):
+        rknn_backend.ready(plan.rknn)
+
+
 def _rewritten(loaded: LoadedModel, plan: Plan, step: Step):
     from .rewrite import rewrite
 
@@ -163,6 +178,7 @@ def build(loaded: LoadedModel, plan: Plan, step: Step = _quiet) -> Deployment:
         check_writable(path, plan.onnx.force)
     check_ncnn(plan)
     check_trt(plan, loaded, step)
+    check_rknn(plan, step)
     calibration = calibration_paths(plan)  # bad --calib fails here, before anything is written
     model, rewrite_report = _rewritten(loaded, plan, step)
     result = Deployment(rewrite_report)
@@ -268,6 +284,10 @@ def _build(plan: Plan, result: Deployment, step: Step, calibration: list[Path]) 
         with step(f"Converting to OpenVINO IR ({'FP16' if half else 'FP32'} weights)"):
             result.exports.append(openvino.export(plan.output, openvino.model_dir(plan.output),
                                                   openvino.OpenVINOOptions(half, force=True)))
+    if "rknn" in plan.targets:
+        with step(f"Building for {plan.rknn.platform} with rknn-toolkit2 (in its own environment)"):
+            result.exports.append(rknn_backend.export(plan.output, rknn_backend.model_dir(plan.output),
+                                                      dataclasses.replace(plan.rknn, force=True)))
     if plan.int8:
         _build_int8(plan, result, calibration, mixed_precision.int8_float_nodes(plan.output, chosen), step)
     if "trt" in plan.targets:

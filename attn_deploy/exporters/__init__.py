@@ -91,12 +91,20 @@ def _ncnn_recognises(path: Path) -> bool:
     return path.suffix == ".param" or (path.is_dir() and any(path.glob("*.param")))
 
 
+def _rknn_runner(path: Path, threads, ov_device, ov_precision):
+    from . import rknn
+
+    return rknn.Runner(path)
+
+
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("onnx", lambda p: p.suffix == ".onnx", _onnx_runner, _onnx_metadata, "a .onnx file"),
     Backend("openvino", lambda p: p.suffix == ".xml" or (p.is_dir() and any(p.glob("*.xml"))), _openvino_runner,
             _sidecar_metadata, "an OpenVINO model directory or .xml"),
     Backend("trt", lambda p: p.suffix == ".engine", _trt_runner, _trt_metadata, "a TensorRT .engine"),
     Backend("ncnn", _ncnn_recognises, _ncnn_runner, _sidecar_metadata, "an ncnn model directory or .param"),
+    Backend("rknn", lambda p: p.is_dir() and any(p.glob("*.rknn")), _rknn_runner, _sidecar_metadata,
+            "an RKNN model directory"),
 )}
 
 
@@ -141,7 +149,8 @@ def probe_source(path: Path) -> Path:
     for a TensorRT 11 fp16 engine, which is built from the mixed-precision file)."""
     if path.suffix == ".onnx":
         return path
-    stem = path.name.removesuffix("_openvino_model").removesuffix("_ncnn_model") if path.is_dir() else path.stem
+    stem = path.name.removesuffix("_openvino_model").removesuffix("_ncnn_model").removesuffix("_rknn_model") if \
+        path.is_dir() else path.stem
     if path.suffix == ".engine":
         from . import tensorrt
 
@@ -169,6 +178,10 @@ def probe_runner(path: Path, probe_onnx: Path, workdir: Path, ov_device: str, ov
 
         half = ncnn.NcnnOptions(half=bool(ncnn.read_metadata(path).get("args", {}).get("half")))
         return ncnn.Runner(ncnn.export(probe_onnx, workdir / "probe_ncnn_model", half).path)
+    if backend == "rknn":
+        from . import rknn
+
+        return rknn.Runner(path, source=probe_onnx)
     from . import tensorrt
 
     header = tensorrt.read_header(path)[1]

@@ -130,11 +130,29 @@ OPENCV: frozenset[str] = frozenset({
     "TopK", "Trilu", "Unique",
 })
 
+# RKNN-Toolkit2's own ONNX list, airockchip/rknn-toolkit2 ``doc/RKNNToolKit2_OP_Support-v2.1.0.md`` at commit
+# deaba85fc437 (opset 19; 2.3.2 publishes its list only as a PDF): every row not marked "Not Supported". Rows with
+# a remark (batch size 1, Resize's nearest/bilinear modes, constant inputs of If and EyeLike) are kept: the
+# exports here are batch 1 and constant-shaped. Unlike the generic npu list it keeps Shape, Gather and
+# ConstantOfShape, which the toolkit folds at build time on a static graph.
+RKNN: frozenset[str] = frozenset({
+    "Add", "And", "ArgMax", "ArgMin", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant",
+    "ConstantOfShape", "Conv", "ConvTranspose", "Cos", "DepthToSpace", "DequantizeLinear", "Div", "Dropout", "Elu",
+    "Equal", "Erf", "Exp", "Expand", "EyeLike", "Flatten", "Floor", "GRU", "Gather", "GatherElements", "Gemm",
+    "GlobalAveragePool", "GlobalMaxPool", "Greater", "GreaterOrEqual", "HardSigmoid", "HardSwish", "Identity", "If",
+    "InstanceNormalization", "LRN", "LSTM", "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log",
+    "LogSoftmax", "LpNormalization", "MatMul", "Max", "MaxPool", "MaxRoiPool", "MaxUnpool",
+    "MeanVarianceNormalization", "Min", "Mish", "Mod", "Mul", "PRelu", "Pad", "Pow", "QuantizeLinear", "ReduceMax",
+    "ReduceMean", "ReduceMin", "ReduceSum", "Relu", "Reshape", "Resize", "ReverseSequence", "RoiAlign", "ScatterND",
+    "Shape", "Sigmoid", "Sin", "Size", "Slice", "Softmax", "Softplus", "SpaceToDepth", "Split", "Sqrt", "Squeeze",
+    "Sub", "Tanh", "Tile", "Transpose", "Unsqueeze", "Where",
+})
+
 # ``onnx`` is the portable file: the ONNX standard's own ops (the list onnxruntime is checked against), no other
 # domain. The onnxruntime-only forms go to ``ort``.
 SUPPORT: dict[str, frozenset[str]] = {"onnx": ONNXRUNTIME, "ort": ONNXRUNTIME, "openvino": OPENVINO,
                                       "trt": TENSORRT, "npu": NPU, "opencv": OPENCV,
-                                      "ncnn": NCNN}
+                                      "ncnn": NCNN, "rknn": RKNN}
 
 # Ops outside the ONNX domain that each target runs, by domain: the onnxruntime contrib ops attn-deploy emits
 # (rewrite/graph/attention.py), checked against a NumPy reference. onnxruntime 1.32's CPU provider runs
@@ -149,6 +167,7 @@ CUSTOM: dict[str, dict[str, frozenset[str]]] = {
     "trt": {},
     "npu": {},
     "ncnn": {},
+    "rknn": {},
 }
 
 # Tensors of higher rank than these targets take (the NPU compilers above lower rank <= 4 to hardware; ncnn's

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-TARGETS = ("ort", "openvino", "trt", "npu", "ncnn")
+TARGETS = ("ort", "openvino", "trt", "npu", "ncnn", "rknn")
 
 
 @dataclass(frozen=True)

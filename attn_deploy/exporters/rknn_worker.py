@@ -1,0 +1,108 @@
+"""The RKNN worker: runs rknn-toolkit2 in its own environment, behind a process boundary.
+
+rknn-toolkit2 pins torch <= 2.4, numpy <= 1.26.4, onnx <= 1.18 and protobuf <= 4.25.4, which conflict with
+attn-deploy's own environment, so the parent never imports it. It starts this script with the other
+environment's interpreter (``python rknn_worker.py``), writes one JSON job on its stdin and reads JSON back,
+as ``bench/job.py`` does. The script imports nothing of attn_deploy.
+
+Jobs (one JSON object, the first line of stdin):
+
+- ``{"action": "probe"}``: the versions installed, so a bad environment is found before any build.
+- ``{"action": "build", "onnx": ..., "platform": ..., "output": ...}``: build and write the ``.rknn`` file.
+- ``{"action": "serve", "onnx": ..., "platform": ...}``: build, start the x86 simulator, answer ``"ready"``,
+  then for each further line ``{"inputs": [npy paths], "outputs": dir}`` run the simulator, save its outputs as
+  ``dir/<i>.npy`` and answer their paths. The simulator runs only models built in the same process, so a
+  runner builds again from the ONNX the artefact was built from.
+
+The answer is one JSON line: ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. rknn-toolkit2 logs
+to stdout, so the answer goes to the stdout this script found, and stdout is pointed at stderr.
+"""
+
+import json
+import os
+import sys
+import traceback
+
+# This file's folder holds attn_deploy's onnx.py and torch.py, which would shadow the real packages.
+sys.path = [p for p in sys.path if os.path.realpath(p or ".") != os.path.dirname(os.path.realpath(__file__))]
+
+# The parent gives float NCHW images in [0, 1]; the model built here takes NHWC pixels in [0, 255] and divides by
+# 255 itself, as ultralytics' RKNN export configures it, so a board feeds it camera frames as they come.
+MEAN, STD = [[0, 0, 0]], [[255, 255, 255]]
+
+
+def _answer(stream, payload: dict) -> None:
+    stream.write(json.dumps(payload) + "\n")
+    stream.flush()
+
+
+def _failure(error: BaseException) -> str:
+    """The converter's own words: the last line of its message (rknn wraps a traceback in a ValueError)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[-1] if lines else ''}"[:500]
+
+
+def _check(ret, call: str) -> None:
+    if ret not in (0, None):
+        raise RuntimeError(f"rknn-toolkit2 {call} returned {ret}")
+
+
+def _built(job: dict):
+    from rknn.api import RKNN
+
+    rknn = RKNN(verbose=False)
+    _check(rknn.config(mean_values=MEAN, std_values=STD, target_platform=job["platform"]), "config")
+    _check(rknn.load_onnx(model=job["onnx"]), "load_onnx")
+    _check(rknn.build(do_quantization=False), "build")
+    return rknn
+
+
+def _versions() -> dict:
+    import numpy
+    import onnx
+    from importlib.metadata import version
+
+    return {"rknn-toolkit2": version("rknn-toolkit2"), "numpy": numpy.__version__, "onnx": onnx.__version__,
+            "python": sys.version.split()[0]}
+
+
+def _serve(rknn, requests, out) -> None:
+    import numpy as np
+
+    _check(rknn.init_runtime(), "init_runtime")
+    _answer(out, {"ok": True, "ready": True})
+    for line in requests:
+        request = json.loads(line)
+        images = [np.load(p).transpose(0, 2, 3, 1) * 255.0 for p in request["inputs"]]
+        outputs = rknn.inference(inputs=images, data_format="nhwc")
+        if outputs is None:
+            raise RuntimeError("the simulator returned no outputs")
+        paths = [os.path.join(request["outputs"], f"{i}.npy") for i in range(len(outputs))]
+        for path, output in zip(paths, outputs):
+            np.save(path, np.asarray(output, dtype=np.float32))
+        _answer(out, {"ok": True, "outputs": paths})
+
+
+def main() -> int:
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # rknn-toolkit2's logs go to stderr, the answers to the real stdout
+    try:
+        job = json.loads(sys.stdin.readline())
+        if job["action"] == "probe":
+            from rknn.api import RKNN  # noqa: F401  (the import is what is probed)
+
+            _answer(out, {"ok": True, "versions": _versions()})
+        elif job["action"] == "build":
+            _check(_built(job).export_rknn(job["output"]), "export_rknn")
+            _answer(out, {"ok": True, "versions": _versions()})
+        else:
+            _serve(_built(job), sys.stdin, out)
+    except Exception as e:  # every failure is an answer: the parent turns it into one message
+        traceback.print_exc()
+        _answer(out, {"ok": False, "error": _failure(e)})
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
