@@ -50,6 +50,7 @@ def invocations(text: str, commands: set[str]) -> list[tuple[str, list[str]]]:
             rest = words
         else:
             continue
+        rest = rest[:next((i for i, w in enumerate(rest) if w in ("&&", "||", "|", ";")), len(rest))]
         if rest[0] in ("[OPTIONS]", "COMMAND"):
             continue
         found.append((rest[0], [re.split(r"[=\[\]]", w)[0] for w in rest[1:] if w.startswith("-")]))
