@@ -192,49 +192,6 @@ def test_trusted_load_resolves_fork_paths_and_rebuilds_from_the_zoo(fork_checkpo
 
 # -- idioms of real users' files (issue 26): each loads, and what export does not need is left out and said
 
-PARTIAL_CONV = textwrap.dedent('''
-    import torch
-    from torch import nn
-
-
-    class PartialConv(nn.Module):
-        """FasterNet's partial convolution: the forward is chosen in __init__ and held as a bound method."""
-
-        def __init__(self, dim, n_div=4, forward="split_cat"):
-            super().__init__()
-            self.dim_conv3 = dim // n_div
-            self.dim_untouched = dim - self.dim_conv3
-            self.partial_conv3 = nn.Conv2d(self.dim_conv3, self.dim_conv3, 3, 1, 1, bias=False)
-            self.forward = self.forward_split_cat if forward == "split_cat" else self.forward_slicing
-
-        def forward_slicing(self, x):
-            x = x.clone()
-            x[:, :self.dim_conv3] = self.partial_conv3(x[:, :self.dim_conv3])
-            return x
-
-        def forward_split_cat(self, x):
-            x1, x2 = torch.split(x, [self.dim_conv3, self.dim_untouched], dim=1)
-            return torch.cat((self.partial_conv3(x1), x2), 1)
-''')
-
-
-def test_a_forward_chosen_in_init_loads_as_the_bound_method(tmp_path):
-    from attn_deploy.loading import import_plugin
-
-    plugin = tmp_path / "fasternet_blocks.py"
-    plugin.write_text(PARTIAL_CONV)
-    blocks = import_plugin(plugin)
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), blocks.PartialConv(8))
-    path = tmp_path / "partial.pt"
-    torch.save({"model": model}, path)
-    x = torch.randn(1, 3, 16, 16)
-    loaded = load(path, plugins=[plugin]).model
-    block = loaded[1]
-    assert block.forward.__func__ is type(block).forward_split_cat and block.forward.__self__ is block
-    torch.testing.assert_close(loaded(x), model(x))
-
-
 def test_a_head_holding_detect_forward_loads_as_that_function(tmp_path):
     """ultralytics 8.0/8.1 segment, pose and OBB heads kept ``self.detect = Detect.forward`` (pickled as getattr)."""
     from ultralytics.nn.modules.head import Detect
