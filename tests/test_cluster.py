@@ -182,7 +182,8 @@ def test_a_clustered_tune_recommends_what_a_local_run_of_its_candidates_does(clu
                                  "--output-dir", str(tmp_path / "reports"), "--cluster", cluster[0].address, "--json"])
     assert result.exit_code == 0, result.output
     there = json.loads(result.stdout)
-    ran = [c for c in there["candidates"] if not c["skipped"]]
+    # ncnn candidates are built and run where tune runs: they are not sent as jobs yet.
+    ran = [c for c in there["candidates"] if not c["skipped"] and c["backend"] != "ncnn"]
     assert {c["node"] for c in ran} <= set(NODES) and {c["device"] for c in ran} == {"cpu"}
     assert all(c["node"] == "ov" for c in ran if c["backend"] == "openvino")
     assert any(note.startswith("on the cluster: ") for note in there["notes"])

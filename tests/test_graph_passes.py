@@ -341,7 +341,7 @@ def test_cli_export_to_npu_writes_the_npu_graph_linted_and_checked(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert [(p["label"], p["passed"]) for p in data["parity"]] == [("", True), ("npu graph", True)]
-    assert [(x["target"], x["passed"]) for x in data["lint"]] == [("ort", True), ("npu", True)]
+    assert [(x["target"], x["passed"]) for x in data["lint"]] == [("onnx", True), ("npu", True)]
     assert [e["path"] for e in data["exports"]] == [str(tmp_path / "aifi.onnx"), str(tmp_path / "aifi.npu.onnx")]
     layer_norms = [r for r in data["rewrite"]["graph"] if r["rule"] == "layer-norm"]
     assert {r["path"] for r in layer_norms} == {"model.10.norm1", "model.10.norm2"}

@@ -109,7 +109,7 @@ def test_rule_rewrites_zoo_module_and_variant(case, tmp_path):
 
 def test_every_rule_family_is_registered_with_what_it_matches():
     assert set(RULES) == {"roll", "s2-shift", "adaptive-pool", "criss-cross", "linear-conv", "static-resize",
-                          "cga-window", "cga", "mha", "einsum", "sum-as-mean", "batch-reshape", "finite-inf",
+                          "cga-window", "cga-window-unbatched", "cga", "mha", "einsum", "sum-as-mean", "batch-reshape", "finite-inf",
                           "finite-inf-state"}
     assert all(rule.fixes and rule.matches and rule.targets for rule in RULES.values())
     assert RULES["batch-reshape"].dynamic_only
