@@ -8,6 +8,16 @@ from pathlib import Path
 from .errors import AttnDeployError
 
 
+def model_file(path: Path, suffix: str, kind: str) -> Path:
+    """``path`` itself, or for a model directory the first file in it ending in ``suffix``."""
+    if not path.is_dir():
+        return path
+    found = sorted(path.glob(f"*{suffix}"))
+    if not found:
+        raise AttnDeployError(f"{path} holds no {kind} {suffix} model")
+    return found[0]
+
+
 def check_writable(path: Path, force: bool) -> None:
     """Refuse to replace an existing output unless ``force`` is given."""
     if path.exists() and not force:

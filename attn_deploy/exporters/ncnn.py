@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 
 from ..errors import AttnDeployError
-from ..files import check_writable, write_dir_atomic
+from ..files import check_writable, model_file, write_dir_atomic
 from . import ExportResult
 
 EXTRA = 'pip install "attn-deploy[ncnn]"'
@@ -156,12 +156,7 @@ def version() -> tuple[str, str]:
 
 
 def _param(path: Path) -> Path:
-    if path.is_dir():
-        found = sorted(path.glob("*.param"))
-        if not found:
-            raise AttnDeployError(f"{path} holds no ncnn .param model")
-        return found[0]
-    return path
+    return model_file(path, ".param", "ncnn")
 
 
 def read_metadata(path: Path) -> dict:

@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from ..errors import AttnDeployError
-from ..files import check_writable, write_dir_atomic
+from ..files import check_writable, model_file, write_dir_atomic
 from . import ExportResult, silenced
 
 # ov.Type names as precision names; the parity tolerances are keyed by the latter
@@ -123,12 +123,7 @@ def _save(model, output: Path, onnx_path: Path, args: dict, half: bool) -> None:
 
 
 def _xml(path: Path) -> Path:
-    if path.is_dir():
-        found = sorted(path.glob("*.xml"))
-        if not found:
-            raise AttnDeployError(f"{path} holds no OpenVINO .xml model")
-        return found[0]
-    return path
+    return model_file(path, ".xml", "OpenVINO")
 
 
 def _has_fp16_weights(model) -> bool:
