@@ -355,8 +355,9 @@ def export(
     dynamic: Annotated[bool, typer.Option(help="Symbolic batch axis (spatial axes stay static).")] = False,
     half: Annotated[bool, typer.Option(help="fp16: a mixed-precision ONNX, FP16 OpenVINO weights, a TensorRT "
                                        "fp16 engine, ncnn fp16 weights and arithmetic.")] = False,
-    opset: Annotated[int | None, typer.Option(min=7, help="ONNX opset (default 18, or the opset a module needs, "
-                                              "said in the report).")] = None,
+    opset: Annotated[int | None, typer.Option(min=7, help="ONNX opset (default 18; 17 with --target ncnn, "
+                                              "whose pnnx reads reductions only in that form; or the opset a module "
+                                              "needs, said in the report).")] = None,
     simplify: Annotated[bool, typer.Option(help="Simplify with onnxsim (onnxslim as fallback).")] = True,
     rewrite: Annotated[bool, typer.Option(help="Apply the verified static rewrites before exporting.")] = True,
     end2end: Annotated[bool, typer.Option("--end2end", help="YOLOv10/YOLO26: export the one-to-one head (top-k "
@@ -365,8 +366,9 @@ def export(
     workspace: Annotated[float, typer.Option(min=0.1, help="TensorRT builder workspace, GiB.")] = 4.0,
     max_batch: Annotated[int, typer.Option(min=1, help="TensorRT profile's largest batch (--dynamic).")] = 16,
     timing_cache: Annotated[Path | None, typer.Option(help="TensorRT timing cache file (read and updated).")] = None,
-    int8: Annotated[bool, typer.Option(help="INT8 too: a Q/DQ ONNX (TensorRT 11's input), an NNCF OpenVINO IR, an "
-                                       "INT8 TensorRT engine; judged by mAP (needs --data).")] = False,
+    int8: Annotated[bool, typer.Option(help="INT8 too: a Q/DQ ONNX in onnxruntime's placement, an NNCF OpenVINO "
+                                       "IR, with --target trt TensorRT's Q/DQ ONNX and an INT8 engine; judged by mAP "
+                                       "(needs --data).")] = False,
     calib: Annotated[Path | None, typer.Option(help="INT8 calibration images: a directory, or a data YAML's train "
                                                "split (default: --data's).")] = None,
     data: DataOpt = None,

@@ -2,8 +2,8 @@
 builds from, lint it for each target, build each artefact, and check each against the original model.
 
 Rows of the parity table: ONNX fp32; with ``half`` the mixed-precision fp16 ONNX; with ``int8`` the
-Q/DQ INT8 ONNX and the NNCF INT8 OpenVINO IR; OpenVINO at the f32 inference-precision hint (FP32 or
-FP16-compressed weights); OpenVINO at the device's default precision (bf16 on CPUs with AVX512-BF16 or
+Q/DQ INT8 ONNX in onnxruntime's placement (and in TensorRT's, with the trt target) and the NNCF INT8
+OpenVINO IR; OpenVINO at the f32 inference-precision hint (FP32 or FP16-compressed weights); OpenVINO at the device's default precision (bf16 on CPUs with AVX512-BF16 or
 AMX), reported for information and not gating; TensorRT; with the npu target, the npu graph (every
 graph pass the npu support list needs, run in onnxruntime). With a validation split every row also gets
 its mAP against the original model's; INT8 rows are judged by that alone.
@@ -40,7 +40,8 @@ LINT_TARGET = {"onnx": "onnx", "ort": "ort", "openvino": "openvino", "trt": "trt
                "rknn": "rknn"}
 DERIVED = ("npu", "ort")  # targets that get a file of their own, built from the shared ONNX with their passes
 Step = Callable[[str], contextlib.AbstractContextManager]
-GRAPH_LABEL = {"npu": "npu graph", "ort": "onnxruntime-only graph", "opencv": "OpenCV DNN"}  # parity rows' labels
+GRAPH_LABEL = {"npu": "npu graph", "ort": "onnxruntime-only graph", "opencv": "OpenCV DNN",
+               "trt-qdq": "TensorRT's Q/DQ placement"}  # parity rows' labels
 
 
 @dataclass
@@ -62,10 +63,16 @@ class Plan:
     calib: Path | None = None  # INT8 calibration images: a directory, or a data YAML's train split
     openvino_half: bool | None = None  # FP16-compressed OpenVINO weights (None: as ``half``)
     rknn: rknn_backend.RKNNOptions = field(default_factory=rknn_backend.RKNNOptions)
+    trt_qdq: bool = False  # with int8, TensorRT's Q/DQ placement too without the trt target (engines built later)
+
+    def __post_init__(self):
+        if "ncnn" in self.targets and not self.onnx.pinned:  # the opset pnnx reads reductions in
+            self.onnx = dataclasses.replace(self.onnx, opset=ncnn.OPSET)
 
     def outputs(self) -> list[Path]:
         paths = [self.output] + [self.derived(t) for t in DERIVED if t in self.targets]
         paths += ([self.fp16_onnx] if self.half else []) + ([self.int8_onnx] if self.int8 else [])
+        paths += [self.trt_int8_onnx] if self.writes_trt_qdq else []
         if "openvino" in self.targets:
             paths += [openvino.model_dir(self.output)] + ([openvino.int8_dir(self.output)] if self.int8 else [])
         paths += [ncnn.model_dir(self.output)] if "ncnn" in self.targets else []
@@ -75,6 +82,14 @@ class Plan:
     @property
     def int8_onnx(self) -> Path:
         return qdq.output_path(self.output)
+
+    @property
+    def trt_int8_onnx(self) -> Path:
+        return qdq.output_path(self.output, "tensorrt")
+
+    @property
+    def writes_trt_qdq(self) -> bool:
+        return self.int8 and ("trt" in self.targets or self.trt_qdq)
 
     @property
     def fp16_onnx(self) -> Path:
@@ -305,6 +320,10 @@ def _build_int8(plan: Plan, result: Deployment, paths: list[Path], keep: list[st
     with step(f"Quantizing to Q/DQ INT8 ONNX on {len(paths)} calibration images from {plan.calib} "
               f"({len(calibration)} batches, read one at a time)"):
         result.exports.append(qdq.export(plan.output, plan.int8_onnx, calibration, keep, force=True))
+    if plan.writes_trt_qdq:
+        with step(f"Quantizing to Q/DQ INT8 ONNX in TensorRT's placement ({len(calibration)} batches)"):
+            result.exports.append(qdq.export(plan.output, plan.trt_int8_onnx, calibration, keep, force=True,
+                                             placement="tensorrt"))
     if "openvino" in plan.targets:
         with step(f"Quantizing to OpenVINO INT8 with NNCF ({len(calibration)} calibration batches)"):
             result.exports.append(openvino.quantize(plan.output, openvino.int8_dir(plan.output), calibration, keep,
@@ -318,7 +337,7 @@ def build_trt(plan: Plan, calibration: list[Path], step: Step = _quiet, precisio
     typed = tensorrt.strongly_typed()
     precision = precision or ("int8" if plan.int8 else "fp16" if plan.half else plan.trt.precision)
     # TensorRT 11 is strongly typed: precision comes from the ONNX (mixed fp16, or Q/DQ for INT8).
-    source = {"int8": plan.int8_onnx, "fp16": plan.fp16_onnx}.get(precision, plan.output) if typed else plan.output
+    source = {"int8": plan.trt_int8_onnx, "fp16": plan.fp16_onnx}.get(precision, plan.output) if typed else plan.output
     options = dataclasses.replace(plan.trt, precision=precision, batch=plan.onnx.batch, dynamic=plan.onnx.dynamic,
                                   calibration=calibration if precision == "int8" and not typed else [], force=True)
     output = output or plan.output.with_suffix(".engine")

@@ -64,17 +64,57 @@ def test_export_with_data_scores_every_row_and_fp32_backends_keep_map(int8_expor
     assert gating and all(r["accuracy"]["tolerance"] == MAP_TOLERANCES["int8"] for r in gating)
 
 
-def test_int8_artefacts_are_quantized_and_the_qdq_onnx_is_what_tensorrt_11_takes(int8_export):
-    import onnx
+def _zero_point_types(model) -> dict[str, set[int]]:
+    """The integer types of the activations (QuantizeLinear's zero points) and of the weights (the quantized
+    initializers that DequantizeLinear reads)."""
+    types = {i.name: i.data_type for i in model.graph.initializer}
+    return {"activations": {types[n.input[2]] for n in model.graph.node
+                            if n.op_type == "QuantizeLinear" and len(n.input) > 2},
+            "weights": {types[n.input[0]] for n in model.graph.node
+                        if n.op_type == "DequantizeLinear" and n.input[0] in types}}
 
-    out, _ = int8_export
+
+def test_the_int8_onnx_is_in_onnxruntimes_placement_fused_and_within_the_map_budget(int8_export):
+    import onnx
+    import onnxruntime as ort
+
+    out, result = int8_export
     model = onnx.load(str(out.with_suffix(".int8.onnx")))
     assert qdq.is_quantized(model)
     assert "'int8': True" in {p.key: p.value for p in model.metadata_props}["args"]
-    tensorrt._check_typed_graph(out.with_suffix(".int8.onnx"), "int8")
+    types = _zero_point_types(model)
+    assert types["activations"] == {onnx.TensorProto.UINT8}  # uint8 activations, which onnxruntime's kernels take
+    assert onnx.TensorProto.INT8 in types["weights"]
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(out.with_name("optimised.onnx"))
+    ort.InferenceSession(str(out.with_suffix(".int8.onnx")), options, providers=["CPUExecutionProvider"])
+    fused = {n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node}
+    assert "QLinearConv" in fused  # onnxruntime runs the convolutions in integer kernels
+    row = next(r for r in json.loads(result.stdout)["parity"]
+               if (r["backend"], r["precision"]) == ("onnxruntime", "int8"))
+    assert row["passed"] and abs(row["accuracy"]["delta"]) <= 0.005  # the issue's budget, tighter than int8's 0.02
+
+
+def test_tensorrts_placement_quantizes_with_symmetric_int8(tmp_path, shapes_yaml):
+    import onnx
+    from onnx import numpy_helper
+
+    from attn_deploy.data import Batches
+
+    source = tmp_path / "simam.onnx"
+    assert invoke("export", fixtures.checkpoint("simam"), "-o", source, "--imgsz", "96").exit_code == 0
+    calibration = Batches(tuple(calibration_paths(shapes_yaml, 4)), (96, 96))
+    done = qdq.export(source, qdq.output_path(source, "tensorrt"), calibration, [], placement="tensorrt")
+    assert done.path.name == "simam.trt.int8.onnx" and done.target == "trt-qdq"
+    model = onnx.load(str(done.path))
+    types = _zero_point_types(model)
+    assert types["activations"] == {onnx.TensorProto.INT8} and onnx.TensorProto.INT8 in types["weights"]
+    zero_points = {i.name: i for i in model.graph.initializer}
+    assert all(not numpy_helper.to_array(zero_points[n.input[2]]).any() for n in model.graph.node
+               if n.op_type == "QuantizeLinear")  # symmetric: every zero point 0, as TensorRT requires
+    tensorrt._check_typed_graph(done.path, "int8")
     with pytest.raises(AttnDeployError, match="Q/DQ"):
-        tensorrt._check_typed_graph(out, "int8")
-    assert any(out.with_name("simam_int8_openvino_model").glob("*.xml"))
+        tensorrt._check_typed_graph(source, "int8")
 
 
 def test_verify_with_data_scores_an_existing_export(int8_export, shapes_yaml):

@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 pytest.importorskip("ncnn", reason="the ncnn extra is not installed")
@@ -18,6 +20,7 @@ from attn_deploy.cli import app  # noqa: E402
 from attn_deploy.errors import AttnDeployError  # noqa: E402
 from attn_deploy.exporters import artefact_metadata, backend_of, ncnn, open_runner  # noqa: E402
 from attn_deploy.lint import lint  # noqa: E402
+from attn_deploy.lint import opset as lint_opset  # noqa: E402
 from attn_deploy.parity import TOLERANCES  # noqa: E402
 from attn_deploy.verify import verify_export  # noqa: E402
 
@@ -51,6 +54,7 @@ def test_export_writes_ultralytics_layout_and_passes_parity_in_ncnn(cga):
         ("onnxruntime", "fp32", True), ("ncnn", "fp32", True)]
     assert [lint["target"] for lint in data["lint"]] == ["ncnn"] and data["lint"][0]["passed"]
     assert backend_of(directory) == "ncnn" and artefact_metadata(directory)["task"] == "detect"
+    assert lint_opset(onnx.load(out)) == ncnn.OPSET == 17  # reductions with their axes as attributes, read by pnnx
 
 
 def test_windows_stay_off_the_batch_axis_by_a_verified_rule(cga):
@@ -168,3 +172,82 @@ def test_a_first_layer_working_in_place_runs_on_the_runners_own_copy(tmp_path):
     finally:
         runner.close()
     assert np.abs(got - FirstInPlace()(x).numpy()).max() < 1e-5
+
+
+def _reductions(opset: int) -> onnx.ModelProto:
+    """A conv, then its channel sum, mean, max and min and its spatial sum and max, concatenated: the reductions
+    that user code writes as ``x.sum(1, keepdim=True)``, ``torch.max(x, 1, keepdim=True)[0]``, ``x.amax((2, 3))``."""
+    weight = np.random.default_rng(3).standard_normal((6, 3, 3, 3)).astype(np.float32)
+
+    def reduce(op: str, axes: list[int], out: str):
+        if op == "ReduceSum" or opset >= 18:
+            return [helper.make_node("Constant", [], [f"{out}_axes"], value=numpy_helper.from_array(
+                np.array(axes, np.int64))), helper.make_node(op, ["c", f"{out}_axes"], [out], keepdims=1)]
+        return [helper.make_node(op, ["c"], [out], axes=axes, keepdims=1)]
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])]
+    for op, out in (("ReduceSum", "s"), ("ReduceMean", "m"), ("ReduceMax", "h"), ("ReduceMin", "l")):
+        nodes += reduce(op, [1], out)
+    nodes += reduce("ReduceSum", [2, 3], "area") + reduce("ReduceMax", [2, 3], "peak")
+    nodes += [helper.make_node("Add", ["s", "area"], ["sp"]), helper.make_node("Add", ["sp", "peak"], ["sa"]),
+              helper.make_node("Concat", ["sa", "m", "h", "l"], ["y"], axis=1)]
+    for i, made in enumerate(nodes):
+        made.name = f"/model.10/{made.op_type}_{i}"
+    graph = helper.make_graph(nodes, "reductions", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def _in_ncnn(model: onnx.ModelProto, tmp_path: Path, x: np.ndarray) -> np.ndarray:
+    tmp_path.mkdir()
+    onnx.save(model, tmp_path / "r.onnx")
+    ncnn.export(tmp_path / "r.onnx", tmp_path / "r_ncnn_model", ncnn.NcnnOptions())
+    found = ncnn.Runner(tmp_path / "r_ncnn_model", settings=ncnn.NcnnSettings(winograd=False))
+    try:
+        return found.run([x])[0]
+    finally:
+        found.close()
+
+
+def test_reductions_keep_their_axes_through_pnnx_by_the_opset_and_a_verified_pass(tmp_path):
+    from attn_deploy.rewrite.graph import apply
+    from attn_deploy.rewrite.graph.engine import run
+
+    x = np.random.default_rng(4).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    as_read, as_written = _reductions(18), _reductions(17)
+    reference = run(as_read, [{"x": x}])[0][0]
+    assert reference.shape == (1, 9, 8, 8)  # the channel sum plus each channel's spatial sum: 6, then 3 maps
+    found = lint_model(as_read, tmp_path / "read.onnx")
+    assert [(f.check, f.detail[:16]) for f in found] == [("reduce axes input", "6 reduction(s) (")]
+    with pytest.raises(AttnDeployError, match="ReduceM(ax|in) not exists"):  # pnnx leaves them as unknown layers
+        _in_ncnn(as_read, tmp_path / "18", x)
+    assert [(f.check, f.detail[:28]) for f in lint_model(as_written, tmp_path / "written.onnx")] == [
+        ("reduce axes input", "2 reduction(s) (ReduceSum) w"), ("reduce several axes", "1 reduction(s) (ReduceMax) o")]
+    done = apply(as_written, ["ncnn"], [{"x": x}])
+    assert {r.rule for r in done.layers if r.applied} == {"reduce-sum-as-mean", "reduce-one-axis"}
+    assert not {"ReduceSum"} & {n.op_type for n in done.model.graph.node}
+    assert lint_model(done.model, tmp_path / "done.onnx") == []
+    np.testing.assert_allclose(_in_ncnn(done.model, tmp_path / "17", x), reference, rtol=1e-4, atol=1e-4)
+
+
+def lint_model(model: onnx.ModelProto, path: Path):
+    onnx.save(model, path)
+    return lint(path, "ncnn").errors
+
+
+def test_a_detector_with_every_spelling_of_a_reduction_passes_parity_in_ncnn(tmp_path):
+    from attn_deploy import LoadedModel, OnnxOptions, pipeline
+    from attn_deploy.models.detector import build_detector_with
+
+    from .variants import ExtremaGate
+
+    model = build_detector_with(ExtremaGate, imgsz=96)
+    loaded = LoadedModel(model, tmp_path / "m.pt", model.names, 32, "detect", (96, 96))
+    plan = pipeline.Plan(["ncnn"], tmp_path / "m.onnx", OnnxOptions((96, 96)))
+    done = pipeline.deploy(loaded, plan)
+    assert done.passed and all(r.passed for r in done.lint), [f.detail for r in done.lint for f in r.findings]
+    assert {r.rule for r in done.rewrite.graph if r.applied} >= {"reduce-one-axis"}
+    assert [(p.backend, p.passed) for p in done.parity] == [("onnxruntime", True), ("ncnn", True)]

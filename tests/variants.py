@@ -500,6 +500,23 @@ class TokenEncoder(nn.Module):
         return t.transpose(1, 2).reshape(b, c, h, w)
 
 
+
+class ExtremaGate(nn.Module):
+    """A gate from channel and spatial extremes and sums, written with the reductions' several spellings:
+    ``sum(dim=1)``, ``amax`` over a tuple of axes, ``torch.min(...).values`` and ``Tensor.max(dim)[0]``."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.spatial = nn.Conv2d(3, 1, 5, padding=2)
+        self.channel = nn.Conv2d(2 * c, c, 1)
+
+    def forward(self, x):
+        c = x.shape[1]
+        maps = torch.cat([x.sum(dim=1, keepdim=True) / c, torch.min(x, dim=1, keepdim=True).values,
+                          x.max(1, keepdim=True)[0]], 1)
+        pooled = torch.cat([x.amax((2, 3), keepdim=True), x.sum((-2, -1), keepdim=True) / x[0, 0].numel()], 1)
+        return x * self.spatial(maps).sigmoid() * self.channel(pooled).sigmoid()
+
 # The issue-14 catalogue: each variant's name and how to build it for c channels (windows and regions of 2, so
 # that a P5 map as small as 2x4 still holds two), and those whose routing or sampling is data-dependent.
 GRAPH_VARIANTS = {

@@ -187,7 +187,7 @@ def build(loaded, request: Request, workdir: Path, step: Step) -> tuple[dict[str
     int8 = request.data is not None
     plan = pipeline.Plan(["onnx", "openvino"], workdir / f"{stem}.onnx", onnx.OnnxOptions(request.imgsz, force=True),
                          half=True, openvino_half=False, tolerances=request.tolerances, int8=int8,
-                         calib=request.calib or request.data)
+                         calib=request.calib or request.data, trt_qdq=tensorrt.missing() is None)
     built = pipeline.build(loaded, plan, step)
     paths = {"onnx": plan.output, "onnx-fp16": plan.fp16_onnx, "openvino": openvino.model_dir(plan.output)}
     if int8:

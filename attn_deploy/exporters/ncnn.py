@@ -9,7 +9,8 @@ ncnn's blobs do not have): the export loads what it wrote, and a refusal is an e
 Weights are fp32 unless ``half``: then fp16 weights, and fp16 storage and arithmetic in the runner.
 ncnn's own CPU options (``NcnnSettings``) are what ``bench`` varies: the packing layout (several
 channels per SIMD lane) and fp16 or bf16 storage and arithmetic; parity runs at the precision the
-export was made for. ncnn has no batch axis, so an ncnn model takes one image at a time.
+export was made for. ncnn has no batch axis, so an ncnn model takes one image at a time. The ONNX
+given to pnnx is written at opset 17 (``OPSET``), the last whose reductions take their axes as attributes.
 """
 
 import contextlib
@@ -29,6 +30,9 @@ from . import ExportResult
 
 EXTRA = 'pip install "attn-deploy[ncnn]"'
 PARAM, BIN = "model.ncnn.param", "model.ncnn.bin"
+# pnnx reads a Reduce op's axes only as an attribute (before opset 18): the ONNX it converts is written at 17
+# unless the user pins another opset or a module needs a higher one (rewrite/graph/pnnx.py)
+OPSET = 17
 
 
 @dataclass

@@ -1,9 +1,15 @@
-"""INT8 ONNX with QuantizeLinear/DequantizeLinear pairs, calibrated by onnxruntime's static quantizer.
+"""INT8 ONNX with QuantizeLinear/DequantizeLinear pairs, calibrated by onnxruntime's static quantizer, in the
+placement of the runtime that runs it (``PLACEMENTS``).
 
-This is the INT8 input of TensorRT 11, which dropped implicit (calibrator) quantization for explicit
-Q/DQ: symmetric int8 scales with zero points of 0, per-channel for weights, as TensorRT requires.
-onnxruntime runs the same file on CPU, which is how its accuracy is checked where TensorRT is absent.
-The attention-sensitive nodes (measured, as for fp16) are left unquantized.
+- ``onnxruntime``: Q/DQ around every op onnxruntime has an integer kernel for, uint8 activations (percentile
+  ranges) and int8 per-channel weights, which its CPU provider fuses into QLinearConv, QLinearMatMul and their kin. The
+  weights keep 7 bits (``reduce_range``): x86 CPUs without VNNI multiply uint8 by int8 in 16-bit sums that
+  saturate, and with 8-bit weights the CGA fixture lost 0.10 mAP50-95 at 160 (0.001 gained with 7 bits).
+- ``tensorrt``: the INT8 input of TensorRT 11, which dropped implicit (calibrator) quantization for explicit
+  Q/DQ: Q/DQ on the inputs of Conv and MatMul only, symmetric int8 scales with zero points of 0, per-channel for
+  weights, as TensorRT requires. onnxruntime runs it too, unfused and slower than fp32.
+
+The attention-sensitive nodes (measured, as for fp16) and the head's decode are left unquantized in both.
 """
 
 from collections.abc import Sequence
@@ -16,8 +22,9 @@ from ..files import check_writable, write_atomic
 from . import ExportResult, silenced
 
 
-def output_path(onnx_path: Path) -> Path:
-    return onnx_path.with_suffix(".int8.onnx")
+def output_path(onnx_path: Path, placement: str = "onnxruntime") -> Path:
+    """``<stem>.int8.onnx`` for onnxruntime (the ONNX target's INT8), ``<stem>.trt.int8.onnx`` for TensorRT."""
+    return onnx_path.with_suffix(".int8.onnx" if placement == "onnxruntime" else ".trt.int8.onnx")
 
 
 class _Reader:
@@ -39,34 +46,46 @@ class _Reader:
         return None if index is None else {self.input_name: self.batches[index]}
 
 
-def export(onnx_path: Path, output: Path, calibration: Sequence[np.ndarray], keep: list[str],
-           force: bool = False) -> ExportResult:
-    """Write the Q/DQ INT8 version of ``onnx_path`` to ``output``, calibrated on ``calibration``; atomic.
+# quantize_static's settings per placement; ranges streamed one batch at a time (``CalibStridedMinMax`` of 1)
+PLACEMENTS = {
+    # Ranges from the 99.99th percentile: min-max ranges widen with every calibration image (CGA fixture at 160:
+    # 0.0011 mAP50-95 gained with 32 images, 0.0048 lost with 300; the percentile over 300 lost 0.0008).
+    "onnxruntime": dict(op_types_to_quantize=None, activation_type="QUInt8", reduce_range=True,
+                        calibrate_method="Percentile", extra_options={"CalibPercentile": 99.99,
+                                                                      "CalibStridedMinMax": 1}),
+    # Symmetric activation ranges from the 99.99th percentile: on the SimAM fixture min-max and entropy ranges
+    # lost 0.034 mAP50-95, the percentile none.
+    "tensorrt": dict(op_types_to_quantize=["Conv", "MatMul", "Gemm"], activation_type="QInt8", reduce_range=False,
+                     calibrate_method="Percentile",
+                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "CalibPercentile": 99.99,
+                                    "CalibStridedMinMax": 1}),
+}
 
-    The calibrator sees one batch at a time and adds its activations to per-tensor histograms before the next
-    (``CalibStridedMinMax`` of 1), so peak memory holds one batch's activations, not every image's: at 640 the
-    quantizer otherwise keeps every intermediate tensor of every calibration image until the end (YOLOv8n-CGA:
-    5.9 GB with 32 images, killed at 24 GB with 300). The price is CPU time: histograms merged batch by batch bin
-    against the edges so far, about 1.6x the per-image cost of one histogram over everything (1.5 s against 0.9 s
-    of CPU per 640 image here)."""
+
+def export(onnx_path: Path, output: Path, calibration: Sequence[np.ndarray], keep: list[str],
+           force: bool = False, placement: str = "onnxruntime") -> ExportResult:
+    """Write the Q/DQ INT8 version of ``onnx_path`` in ``placement`` to ``output``, calibrated on
+    ``calibration``, ``keep`` left in float; atomic.
+
+    The calibrator sees one batch at a time and folds its activations into the ranges before the next, so peak
+    memory holds one batch's activations, not every image's: at 640 the quantizer otherwise keeps every
+    intermediate tensor of every calibration image until the end (YOLOv8n-CGA: 5.9 GB with 32 images, killed at
+    24 GB with 300). The price is CPU time for percentile ranges: histograms merged batch by batch bin against
+    the edges so far, about 1.6x the per-image cost of one histogram over everything."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     check_writable(output, force)
     source = onnx.load(str(onnx_path))
     reader = _Reader(source.graph.input[0].name, calibration)
+    recipe = dict(PLACEMENTS[placement])
+    recipe.update(activation_type=QuantType[recipe["activation_type"]],
+                  calibrate_method=CalibrationMethod[recipe["calibrate_method"]])
 
     def write(tmp: Path) -> None:
-        # Q/DQ on the inputs of Conv and MatMul only, as TensorRT places them: the rest fuses or stays float.
-        # Symmetric activation ranges from the 99.99th percentile: on the SimAM fixture min-max and entropy
-        # ranges lost 0.034 mAP50-95, the percentile none.
         with silenced():
             quantize_static(str(onnx_path), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                            op_types_to_quantize=["Conv", "MatMul", "Gemm"],
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=keep,
-                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                           "CalibPercentile": 99.99, "CalibStridedMinMax": 1})
+                            weight_type=QuantType.QInt8, nodes_to_exclude=keep, **recipe)
         _copy_metadata(source, tmp)
 
     try:
@@ -75,8 +94,9 @@ def export(onnx_path: Path, output: Path, calibration: Sequence[np.ndarray], kee
         raise
     except Exception as e:
         raise AttnDeployError(f"INT8 quantization of {onnx_path} failed: {type(e).__name__}: {str(e)[:300]}") from e
-    note = f"Q/DQ INT8, {len(calibration)} calibration batches; {len(keep)} sensitive nodes left in float"
-    return ExportResult(output, "onnx-int8", [note])
+    note = (f"Q/DQ INT8 in {placement}'s placement, {len(calibration)} calibration batches; {len(keep)} sensitive "
+            "nodes left in float")
+    return ExportResult(output, "onnx-int8" if placement == "onnxruntime" else "trt-qdq", [note])
 
 
 def _copy_metadata(source, path: Path) -> None:

@@ -4,7 +4,8 @@ Every target fails on ScatterND, Einsum, NonZero, If and Loop; on Shape-derived 
 static export; on infinite constants (they turn into NaN in fp16 arithmetic and in masks that
 cover a whole row); on ops outside the target's support list (``support``); and on tensors of
 higher rank than it takes (npu, ncnn: 4); for targets without a batch axis (ncnn), on data moved along
-axis 0 (``batch_axis``). Data-dependent ops (top-k routing, sampling at learned
+axis 0 (``batch_axis``); for ncnn, on reductions whose axes pnnx does not read (an input, or several
+for ReduceMax and ReduceMin). Data-dependent ops (top-k routing, sampling at learned
 offsets) have no static equivalent: each is named by its module, with the targets that can and
 cannot run it (``data_dependent``).
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AttnDeployError
-from .support import CUSTOM, DATA_DEPENDENT, MAX_RANK, NO_BATCH_AXIS, SUPPORT
+from .support import AXES_ATTRIBUTE_ONLY, CUSTOM, DATA_DEPENDENT, MAX_RANK, NO_BATCH_AXIS, ONE_AXIS_ONLY, SUPPORT
 
 TARGETS = tuple(SUPPORT)
 NEVER = ("ScatterND", "Einsum", "NonZero", "If", "Loop")
@@ -144,6 +145,29 @@ def _batch_filling(graph, values: dict[str, np.ndarray], shapes: dict[str, list]
     return findings
 
 
+def _reduce_axes(graph, target: str) -> list[Finding]:
+    """Reductions whose axes ``target``'s converter does not read: given as an input, or several for one that it
+    reads over one axis only."""
+    ops, single = AXES_ATTRIBUTE_ONLY.get(target, frozenset()), ONE_AXIS_ONLY.get(target, frozenset())
+    inputs = [n for n in graph.node if n.op_type in ops and len(n.input) > 1 and n.input[1]]
+    several = [n for n in graph.node if n.op_type in single and n not in inputs and len(next(
+        (a.ints for a in n.attribute if a.name == "axes"), [])) > 1]
+    found = []
+    if inputs:
+        found.append(Finding("reduce axes input", f"{len(inputs)} reduction(s) ({_kinds(inputs)}) with their axes as "
+                             f"an input, which {target}'s converter does not read (it reads the attribute of opset 17 "
+                             "and before): they reduce nothing or do not load; export at --opset 17", names(inputs)))
+    if several:
+        found.append(Finding("reduce several axes", f"{len(several)} reduction(s) ({_kinds(several)}) over several "
+                             f"axes, which {target}'s converter reads over one axis only: they do not load",
+                             names(several)))
+    return found
+
+
+def _kinds(nodes) -> str:
+    return ", ".join(sorted({n.op_type for n in nodes}))
+
+
 def _rank(target: str, shapes: dict[str, list], values: dict[str, np.ndarray]) -> list[Finding]:
     limit = MAX_RANK[target]
     ranks = {**{k: len(v) for k, v in shapes.items()}, **{k: v.ndim for k, v in values.items()}}
@@ -185,6 +209,7 @@ def lint(path: str | Path, target: str = "ort") -> LintReport:
     report.findings = [*_op_findings(graph, target, static), *_infinite(values),
                        *_batch_filling(graph, values, shapes, static),
                        *data_dependent(graph, target, shapes, values, opset(model))]
+    report.findings += _reduce_axes(graph, target)
     if target in MAX_RANK:
         report.findings += _rank(target, shapes, values)
     if target in NO_BATCH_AXIS:

@@ -174,6 +174,16 @@ CUSTOM: dict[str, dict[str, frozenset[str]]] = {
 # blobs hold w, h, d and c: pnnx says "permute 5-rank tensor is not supported yet!").
 MAX_RANK: dict[str, int] = {"npu": 4, "ncnn": 4}
 
+# Reductions whose axes a target's converter reads only as an attribute (before opset 18; ReduceSum: 13). pnnx
+# 20261020, measured: given as an input, the axes are lost, and ReduceSum, ReduceMean and ReduceL2 reduce nothing
+# in ncnn while ReduceMax and ReduceMin stay layers ncnn cannot load (rewrite/graph/pnnx.py).
+AXES_ATTRIBUTE_ONLY: dict[str, frozenset[str]] = {
+    "ncnn": frozenset({"ReduceSum", "ReduceMean", "ReduceL2", "ReduceMax", "ReduceMin"}),
+}
+# Reductions a target's converter reads over one axis only: pnnx turns ReduceMax and ReduceMin into torch.max and
+# torch.min (one dim); over several axes they stay layers ncnn does not have.
+ONE_AXIS_ONLY: dict[str, frozenset[str]] = {"ncnn": frozenset({"ReduceMax", "ReduceMin"})}
+
 # Targets without a batch axis: a concat, split, slice or gather along axis 0 is refused or mis-converted (ncnn:
 # attention windows stacked on the batch axis).
 NO_BATCH_AXIS = frozenset({"ncnn"})
