@@ -251,3 +251,48 @@ def test_a_detector_with_every_spelling_of_a_reduction_passes_parity_in_ncnn(tmp
     assert done.passed and all(r.passed for r in done.lint), [f.detail for r in done.lint for f in r.findings]
     assert {r.rule for r in done.rewrite.graph if r.applied} >= {"reduce-one-axis"}
     assert [(p.backend, p.passed) for p in done.parity] == [("onnxruntime", True), ("ncnn", True)]
+
+
+def _stacked_branches() -> onnx.ModelProto:
+    """SK-style (written here as a graph): two convolutions stacked on a new axis 1 (rank 5), summed across it,
+    pooled, and a softmax across the branches weighting them."""
+    from .test_graph_passes import graph, node
+
+    rng = np.random.default_rng(5)
+    weights = {f"w{i}": rng.standard_normal((6, 3, 3, 3)).astype(np.float32) * 0.3 for i in range(2)}
+    return graph([node("Conv", ["x", "w0"], "a", pads=[1, 1, 1, 1]), node("Conv", ["x", "w1"], "b", pads=[2, 2, 2, 2],
+                                                                        dilations=[2, 2]),
+                  node("Unsqueeze", ["a", "axis"], "ua"), node("Unsqueeze", ["b", "axis"], "ub"),
+                  node("Concat", ["ua", "ub"], "stacked", axis=1),
+                  node("ReduceSum", ["stacked", "axis"], "total", keepdims=0),
+                  node("ReduceMean", ["total"], "pooled", axes=[2, 3]),
+                  node("Concat", ["pooled", "pooled"], "both", axis=1),
+                  node("Reshape", ["both", "split"], "logits"), node("Softmax", ["logits"], "weights", axis=1),
+                  node("Mul", ["stacked", "weights"], "weighted"),
+                  node("ReduceSum", ["weighted", "axis"], "y", keepdims=0)],
+                 {"x": [1, 3, 8, 8]}, {**weights, "axis": np.array([1]), "split": np.array([1, 2, 6, 1, 1])}, opset=17)
+
+
+def test_stacked_branches_keep_the_batch_axis_apart_and_run_in_ncnn(tmp_path):
+    from attn_deploy.rewrite.graph import apply
+    from attn_deploy.rewrite.graph.engine import run
+
+    x = np.random.default_rng(6).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    model = _stacked_branches()
+    done = apply(model, ["ncnn"], [{"x": x}])
+    assert {r.rule for r in done.layers if r.applied} >= {"rank-merge"}
+    assert lint_model(done.model, tmp_path / "merged.onnx") == []
+    np.testing.assert_allclose(_in_ncnn(done.model, tmp_path / "ncnn", x), run(model, [{"x": x}])[0][0],
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_a_reduction_over_an_axis_0_of_several_slices_is_named_for_ncnn(tmp_path):
+    from .test_graph_passes import graph, node
+
+    model = graph([node("Reshape", ["x", "folded"], "f"), node("ReduceMean", ["f"], "m", axes=[0], keepdims=1),
+                   node("Softmax", ["f"], "s", axis=0), node("Mul", ["m", "s"], "y")],
+                  {"x": [1, 2, 4, 4]}, {"folded": np.array([2, 16])}, opset=17)
+    findings = {f.check for f in lint_model(model, tmp_path / "folded.onnx")}
+    assert findings == {"batch axis ReduceMean", "batch axis Softmax"}
+    onnx.save(model, tmp_path / "folded.onnx")
+    assert lint(tmp_path / "folded.onnx", "onnx").passed  # a target with a batch axis runs it

@@ -3,8 +3,9 @@ size 1. A graph that moves data along axis 0 cannot be converted faithfully: pnn
 there ("cat along batch axis 0 is not supported"), and ncnn then cannot load the model. CGA's windows are
 the usual cause: stacked on the batch axis by a concat and split off again after the attention.
 
-Flagged, on activations of rank 2 or more: Concat, Split and Gather along axis 0, and Slice over axis 0
-that does not keep it whole. A Concat along it converts without a warning where no split follows, and ncnn
+Flagged, on activations of rank 2 or more: Concat, Split and Gather along axis 0, Slice over axis 0
+that does not keep it whole, and reductions and softmaxes over an axis 0 of more than one slice (ncnn drops
+the leading axis: an SK block's branches merged into it crashed ncnn). A Concat along it converts without a warning where no split follows, and ncnn
 then computes a wrong result (reports/ncnn/ops.md). Reshapes and transposes that move sizes into or out of
 axis 0 are not flagged: pnnx takes them (multi-head attention's reshapes convert and pass parity in ncnn,
 reports/ncnn/report.md).
@@ -13,6 +14,8 @@ reports/ncnn/report.md).
 import numpy as np
 
 from . import Finding, names
+
+REDUCTIONS = {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2", "ReduceSumSquare"}
 
 
 def _axis(node, default: int = 0) -> int:
@@ -27,9 +30,19 @@ def _along_batch(node, shapes: dict[str, list], values: dict[str, np.ndarray]) -
     rank, op = len(shape), node.op_type
     if op in ("Concat", "Split", "Gather"):
         return _axis(node) % rank == 0
+    if op in REDUCTIONS or op in ("Softmax", "LogSoftmax"):  # over axis 0 of more than one slice
+        return isinstance(shape[0], int) and shape[0] > 1 and 0 in _reduced(node, rank, values)
     if op == "Slice":
         return _slices_batch(node, shape, values)
     return False
+
+
+def _reduced(node, rank: int, values: dict[str, np.ndarray]) -> set[int]:
+    if node.op_type.endswith("Softmax"):
+        return {_axis(node, -1) % rank}
+    given = values.get(node.input[1]) if len(node.input) > 1 and node.input[1] else next(
+        (np.array(a.ints) for a in node.attribute if a.name == "axes"), None)
+    return set(range(rank)) if given is None else {int(a) % rank for a in np.asarray(given).reshape(-1)}
 
 
 def _slices_batch(node, shape: list, values: dict[str, np.ndarray]) -> bool:

@@ -125,6 +125,14 @@ def broadcast_groups(out: list[int], inputs: list[list[int]]) -> list[list[int]]
         else:
             groups.append([axis])
             kinds.append(kind)
+    return _batch_apart(groups, out)
+
+
+def _batch_apart(groups: list[list[int]], out: list[int]) -> list[list[int]]:
+    """A leading batch axis of 1 kept as an axis of its own where the rank allows: merged into the axis after it,
+    that axis would lead the view, and ncnn, which has no batch axis, drops the leading axis (reports/ncnn)."""
+    if out and out[0] == 1 and len(groups[0]) > 1 and len(groups) < LIMIT:
+        return [[0], groups[0][1:], *groups[1:]]
     return groups
 
 
@@ -183,8 +191,8 @@ def _reduction(edit: Edit, node, graph: Graph) -> None:
 
 
 def _around(shape: list[int], axis: int) -> list[int]:
-    """(before, axis, after): the axis alone between the merged axes on either side."""
-    return [_product(shape[:axis]), shape[axis], _product(shape[axis + 1:])]
+    """(1, before, axis, after): the axis alone between the merged axes on either side, the batch of 1 apart."""
+    return [1, _product(shape[:axis]), shape[axis], _product(shape[axis + 1:])]
 
 
 def _axis_op(edit: Edit, node, graph: Graph) -> None:
@@ -194,7 +202,7 @@ def _axis_op(edit: Edit, node, graph: Graph) -> None:
     inputs = [edit.reshape(i, _around(graph.static_shape(i), axis)) for i in node.input] if node.op_type == "Concat" \
         else [edit.reshape(node.input[0], _around(shape, axis)), *node.input[1:]]
     attrs = {a.name: attribute(node, a.name, None) for a in node.attribute if a.name != "axis"}
-    outputs = edit.op(node.op_type, *inputs, axis=1, outputs=len(node.output), **attrs)
+    outputs = edit.op(node.op_type, *inputs, axis=2, outputs=len(node.output), **attrs)
     outputs = outputs if isinstance(outputs, list) else [outputs]
     edit.finish(*[edit.reshape(o, graph.static_shape(name)) for o, name in zip(outputs, node.output)])
 
