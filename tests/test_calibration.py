@@ -40,9 +40,19 @@ def test_qdq_calibration_peak_memory_does_not_grow_with_the_images(tmp_path):
     peaks = {}
     for count in (2, 26):  # each image holds ~16 MB of activations at 192 (YOLOv8n): ~390 MB more if they were kept
         calibration = Batches(tuple(IMAGES * (count // 2)), (192, 192))
-        reset_peak_rss()
-        before = peak_rss_mb()
-        result = qdq.export(source, tmp_path / f"simam-{count}.int8.onnx", calibration, [])
-        peaks[count] = peak_rss_mb() - before
-        assert f"{count} calibration batches" in result.notes[0]
-    assert peaks[26] - peaks[2] < 120, peaks  # the allocator's own noise here: up to ~55 MB either way
+        for placement in qdq.PLACEMENTS:  # onnxruntime's min-max and TensorRT's percentile ranges
+            reset_peak_rss()
+            before = peak_rss_mb()
+            result = qdq.export(source, tmp_path / f"simam-{count}.{placement}.onnx", calibration, [],
+                                placement=placement)
+            peaks[count, placement] = peak_rss_mb() - before
+            assert f"{count} of {count} calibration batches" in result.notes[0]
+    for placement in qdq.PLACEMENTS:  # the allocator's own noise here: up to ~55 MB either way
+        assert peaks[26, placement] - peaks[2, placement] < 120, peaks
+
+
+def test_onnxruntimes_placement_takes_32_batches_spread_over_the_calibration_set(tmp_path):
+    source = export(load(fixtures.checkpoint("simam")), tmp_path / "simam.onnx", OnnxOptions(imgsz=(64, 64))).path
+    calibration = Batches(tuple(IMAGES * 20), (64, 64))
+    result = qdq.export(source, tmp_path / "simam.int8.onnx", calibration, [])
+    assert "32 of 40 calibration batches" in result.notes[0] and "onnxruntime's placement" in result.notes[0]
