@@ -317,8 +317,9 @@ def _build_int8(plan: Plan, result: Deployment, paths: list[Path], keep: list[st
     """The Q/DQ INT8 ONNX and, for OpenVINO, the NNCF INT8 IR, calibrated on ``paths`` (read batch by batch as the
     quantizers ask), ``keep`` left in float."""
     calibration = data.Batches(tuple(paths), plan.onnx.imgsz, plan.onnx.batch)
-    with step(f"Quantizing to Q/DQ INT8 ONNX on {len(paths)} calibration images from {plan.calib} "
-              f"({len(calibration)} batches, read one at a time)"):
+    used = min(qdq.PLACEMENTS["onnxruntime"]["batches"], len(calibration))
+    with step(f"Quantizing to Q/DQ INT8 ONNX for onnxruntime on {used} of {len(calibration)} calibration batches "
+              f"from {plan.calib} (read one at a time)"):
         result.exports.append(qdq.export(plan.output, plan.int8_onnx, calibration, keep, force=True))
     if plan.writes_trt_qdq:
         with step(f"Quantizing to Q/DQ INT8 ONNX in TensorRT's placement ({len(calibration)} batches)"):
