@@ -90,7 +90,10 @@ def write(rows: list[dict], rounds: int, facts: dict) -> None:
               f"(every runtime runs the same rewritten graph; OpenVINO with the f32 hint, its latency mode), "
               f"{rounds} interleaved round(s), one live runtime at a time, each timed by the bench harness "
               f"({BUDGET.warmup_s:g} s warm-up, at least {BUDGET.iters} runs and {BUDGET.duration_s:g} s). "
-              "The machine was SHARED with other agents' work while this ran: take the ratios, not the milliseconds.")
+              "Nothing else ran on the machine meanwhile (load average 0.1 before the run). The ratio column is "
+              "runtime / onnxruntime: above 1, slower than onnxruntime at the same thread count. The CPU shows AVX2 "
+              "only (no AVX-512, no VNNI, no fp16 arithmetic): ncnn's fp16 and bf16 rows store in those types and "
+              "compute in fp32.")
     write_markdown(OUT / "bench.md", "ncnn beside onnxruntime and OpenVINO", {
         "Method": method, "Latency": table, "Machine": machine_lines(facts)})
 
