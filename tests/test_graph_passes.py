@@ -174,6 +174,18 @@ def test_stacked_branches_and_a_softmax_across_them_become_rank_4(tmp_path):
     assert lint(tmp_path / "npu.onnx", "npu").findings == []
 
 
+def test_a_matmul_whose_batch_axes_fill_the_rank_merges_the_batch_of_1_with_them():
+    """Keeping a batch of 1 apart (for ncnn) must not cost a merge that fits without it: (1, 2) and (3, 4) batch
+    groups plus the matrix axes are rank 4; the batch apart would be 5."""
+    inputs = {"a": [1, 2, 3, 4, 5, 6], "b": [1, 1, 3, 4, 6, 5]}
+    done = rewritten(graph([node("MatMul", ["a", "b"], "y")], inputs), "npu", inputs)
+    assert [(r.rule, r.applied) for r in done.layers] == [("rank-merge", True)]
+    inferred = onnx.shape_inference.infer_shapes(done.model).graph
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in inferred.value_info}
+    (matmul,) = [n for n in inferred.node if n.op_type == "MatMul"]
+    assert ranks[matmul.output[0]] == 4  # the graph's own inputs and output stay rank 6, between reshapes
+
+
 def test_gather_of_constant_indices_becomes_slice():
     model = graph([node("Gather", ["x", "i"], "y", axis=1)], {"x": [2, 3, 4, 5]}, {"i": np.array(1)})
     done = rewritten(model, "npu", {"x": [2, 3, 4, 5]})

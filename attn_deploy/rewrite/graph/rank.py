@@ -125,13 +125,14 @@ def broadcast_groups(out: list[int], inputs: list[list[int]]) -> list[list[int]]
         else:
             groups.append([axis])
             kinds.append(kind)
-    return _batch_apart(groups, out)
+    return groups
 
 
-def _batch_apart(groups: list[list[int]], out: list[int]) -> list[list[int]]:
-    """A leading batch axis of 1 kept as an axis of its own where the rank allows: merged into the axis after it,
-    that axis would lead the view, and ncnn, which has no batch axis, drops the leading axis (reports/ncnn)."""
-    if out and out[0] == 1 and len(groups[0]) > 1 and len(groups) < LIMIT:
+def _batch_apart(groups: list[list[int]], out: list[int], extra: int = 0) -> list[list[int]]:
+    """A leading batch axis of 1 kept as an axis of its own where the rank allows (``extra`` axes come after the
+    groups, as a MatMul's two): merged into the axis after it, that axis would lead the view, and ncnn, which has
+    no batch axis, drops the leading axis (reports/ncnn)."""
+    if out and out[0] == 1 and len(groups[0]) > 1 and len(groups) + 1 + extra <= LIMIT:
         return [[0], groups[0][1:], *groups[1:]]
     return groups
 
@@ -154,7 +155,7 @@ def _fit(groups: list[list[int]], what: str, extra: int = 0) -> None:
 def _elementwise(edit: Edit, node, graph: Graph) -> None:
     out = graph.static_shape(node.output[0])
     data = [i for i in node.input if i and graph.shape(i)]  # rank-0 operands (Clip's bounds) broadcast as they are
-    groups = broadcast_groups(out, [graph.static_shape(i) for i in data])
+    groups = _batch_apart(broadcast_groups(out, [graph.static_shape(i) for i in data]), out)
     _fit(groups, node.op_type)
     inputs = [_reshaped(edit, i, _merged(graph.static_shape(i), len(out), groups)) if i in data else i
               for i in node.input]
@@ -164,7 +165,7 @@ def _elementwise(edit: Edit, node, graph: Graph) -> None:
 
 def _expand(edit: Edit, node, graph: Graph) -> None:
     out = graph.static_shape(node.output[0])
-    groups = broadcast_groups(out, [graph.static_shape(node.input[0])])
+    groups = _batch_apart(broadcast_groups(out, [graph.static_shape(node.input[0])]), out)
     _fit(groups, "Expand")
     x = _reshaped(edit, node.input[0], _merged(graph.static_shape(node.input[0]), len(out), groups))
     edit.finish(edit.reshape(edit.op("Expand", x, edit.ints(_merged(out, len(out), groups))), out))
@@ -183,7 +184,7 @@ def _reduce_axes(node, graph: Graph, rank: int) -> list[int]:
 def _reduction(edit: Edit, node, graph: Graph) -> None:
     shape = graph.static_shape(node.input[0])
     axes = set(_reduce_axes(node, graph, len(shape)))
-    groups = _runs(axes, shape)
+    groups = _batch_apart(_runs(axes, shape), shape)
     _fit(groups, node.op_type)
     merged_axes = [g for g, group in enumerate(groups) if any(a in axes for a in group)]
     x = edit.reshape(node.input[0], _merged(shape, len(shape), groups))
@@ -212,7 +213,7 @@ def _slice(edit: Edit, node, graph: Graph) -> None:
     axes_input = graph.constants.get(node.input[3]) if len(node.input) > 3 and node.input[3] else None
     axes = [int(a) % len(shape) for a in axes_input] if axes_input is not None else list(
         range(len(graph.constants[node.input[1]])))
-    groups = _split_chosen(_runs(set(axes), shape), set(axes))
+    groups = _batch_apart(_split_chosen(_runs(set(axes), shape), set(axes)), shape)
     _fit(groups, "Slice")
     merged_axes = [next(g for g, group in enumerate(groups) if a in group) for a in axes]
     x = edit.reshape(node.input[0], _merged(shape, len(shape), groups))
@@ -232,7 +233,7 @@ def _matmul(edit: Edit, node, graph: Graph) -> None:
     out = graph.static_shape(node.output[0])
     batch = out[:-2]
     operands = [s[:-2] for s in (a, b)]
-    groups = broadcast_groups(batch, operands) if batch else []
+    groups = _batch_apart(broadcast_groups(batch, operands), batch, extra=2) if batch else []
     _fit(groups, "MatMul", extra=2)
     inputs = [_reshaped(edit, name, _merged(s[:-2], len(batch), groups) + s[-2:]) if len(s) > 2 else name
               for name, s in zip(node.input, (a, b))]
