@@ -1,12 +1,12 @@
 """The export flow for one checkpoint and several targets: rewrite once, export the ONNX every target
 builds from, lint it for each target, build each artefact, and check each against the original model.
 
-Rows of the parity table: ONNX fp32; with ``half`` the mixed-precision fp16 ONNX; with ``int8`` the
-Q/DQ INT8 ONNX in onnxruntime's placement (and in TensorRT's, with the trt target) and the NNCF INT8
-OpenVINO IR; OpenVINO at the f32 inference-precision hint (FP32 or FP16-compressed weights); OpenVINO at the device's default precision (bf16 on CPUs with AVX512-BF16 or
-AMX), reported for information and not gating; TensorRT; with the npu target, the npu graph (every
-graph pass the npu support list needs, run in onnxruntime). With a validation split every row also gets
-its mAP against the original model's; INT8 rows are judged by that alone.
+Rows of the parity table: ONNX fp32; with ``half`` the mixed-precision fp16 ONNX; with ``int8`` the Q/DQ INT8
+ONNX in onnxruntime's placement (and in TensorRT's, with the trt target) and the NNCF INT8 OpenVINO IR;
+OpenVINO at the f32 inference-precision hint (FP32 or FP16-compressed weights); OpenVINO at the device's
+default precision (bf16 on CPUs with AVX512-BF16 or AMX), reported for information and not gating; TensorRT;
+with the npu target, the npu graph (every graph pass the npu support list needs, run in onnxruntime). With a
+validation split every row also gets its mAP against the original model's; INT8 rows are judged by that alone.
 A gating row that fails is localised: the first YOLO block or attention module whose output departs.
 
 After the module rules, the exported ONNX gets the graph passes its targets need (Expand removal and
@@ -317,7 +317,7 @@ def _build_int8(plan: Plan, result: Deployment, paths: list[Path], keep: list[st
     """The Q/DQ INT8 ONNX and, for OpenVINO, the NNCF INT8 IR, calibrated on ``paths`` (read batch by batch as the
     quantizers ask), ``keep`` left in float."""
     calibration = data.Batches(tuple(paths), plan.onnx.imgsz, plan.onnx.batch)
-    used = min(qdq.PLACEMENTS["onnxruntime"]["batches"], len(calibration))
+    used = qdq.batches_used("onnxruntime", len(calibration))
     with step(f"Quantizing to Q/DQ INT8 ONNX for onnxruntime on {used} of {len(calibration)} calibration batches "
               f"from {plan.calib} (read one at a time)"):
         result.exports.append(qdq.export(plan.output, plan.int8_onnx, calibration, keep, force=True))

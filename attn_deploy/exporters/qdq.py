@@ -1,10 +1,11 @@
 """INT8 ONNX with QuantizeLinear/DequantizeLinear pairs, calibrated by onnxruntime's static quantizer, in the
 placement of the runtime that runs it (``PLACEMENTS``).
 
-- ``onnxruntime``: Q/DQ around every op onnxruntime has an integer kernel for, uint8 activations (min-max
-  ranges over 32 batches spread over the calibration set) and int8 per-channel weights, which its CPU provider fuses into QLinearConv, QLinearMatMul and their kin. The
-  weights keep 7 bits (``reduce_range``): x86 CPUs without VNNI multiply uint8 by int8 in 16-bit sums that
-  saturate, and with 8-bit weights the CGA fixture lost 0.10 mAP50-95 at 160 (0.001 gained with 7 bits).
+- ``onnxruntime``: Q/DQ around every op onnxruntime has an integer kernel for, uint8 activations (min-max ranges
+  over 32 batches spread over the calibration set) and int8 per-channel weights, which its CPU provider fuses into
+  QLinearConv, QLinearMatMul and their kin. The weights keep 7 bits (``reduce_range``): x86 CPUs without VNNI
+  multiply uint8 by int8 in 16-bit sums that saturate, and with 8-bit weights the CGA fixture lost 0.10 mAP50-95
+  at 160 (0.001 gained with 7 bits).
 - ``tensorrt``: the INT8 input of TensorRT 11, which dropped implicit (calibrator) quantization for explicit
   Q/DQ: Q/DQ on the inputs of Conv and MatMul only, symmetric int8 scales with zero points of 0, per-channel for
   weights, as TensorRT requires. onnxruntime runs it too, unfused and slower than fp32.
@@ -62,12 +63,17 @@ PLACEMENTS = {
 }
 
 
+def batches_used(placement: str, available: int) -> int:
+    """How many of ``available`` calibration batches ``placement`` calibrates on."""
+    return min(PLACEMENTS[placement]["batches"] or available, available)
+
+
 class _Spread:
     """``count`` of ``batches``, evenly spaced over them, each read when asked."""
 
     def __init__(self, batches: Sequence[np.ndarray], count: int):
         self.batches = batches
-        self.index = sorted({int(i) for i in np.linspace(0, len(batches) - 1, min(count, len(batches))).round()})
+        self.index = sorted({int(i) for i in np.linspace(0, len(batches) - 1, count).round()})
 
     def __len__(self) -> int:
         return len(self.index)
@@ -92,7 +98,8 @@ def export(onnx_path: Path, output: Path, calibration: Sequence[np.ndarray], kee
     check_writable(output, force)
     source = onnx.load(str(onnx_path))
     recipe = dict(PLACEMENTS[placement])
-    used = _Spread(calibration, recipe.pop("batches") or len(calibration))
+    recipe.pop("batches")
+    used = _Spread(calibration, batches_used(placement, len(calibration)))
     reader = _Reader(source.graph.input[0].name, used)
     recipe.update(activation_type=QuantType[recipe["activation_type"]],
                   calibrate_method=CalibrationMethod[recipe["calibrate_method"]])

@@ -193,7 +193,8 @@ def _check_typed_graph(onnx_path: Path, precision: str) -> None:
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     if precision == "int8" and not any(n.op_type == "QuantizeLinear" for n in graph.node):
         raise AttnDeployError(f"TensorRT 11 builds int8 only from an ONNX with Q/DQ nodes, and {onnx_path} has no "
-                              "QuantizeLinear; export with --int8 --target trt, which writes the Q/DQ <stem>.trt.int8.onnx")
+                              "QuantizeLinear; export with --int8 --target trt, which writes the Q/DQ "
+                              "<stem>.trt.int8.onnx")
     if precision != "int8" and (precision == "fp16") != _has_fp16(graph):
         held = "holds float16 tensors" if precision == "fp32" else "holds no float16"
         raise AttnDeployError(f"TensorRT 11 takes the precision from the ONNX, and {onnx_path} {held}; "

@@ -3,12 +3,12 @@ size 1. A graph that moves data along axis 0 cannot be converted faithfully: pnn
 there ("cat along batch axis 0 is not supported"), and ncnn then cannot load the model. CGA's windows are
 the usual cause: stacked on the batch axis by a concat and split off again after the attention.
 
-Flagged, on activations of rank 2 or more: Concat, Split and Gather along axis 0, Slice over axis 0
-that does not keep it whole, and reductions and softmaxes over an axis 0 of more than one slice (ncnn drops
-the leading axis: an SK block's branches merged into it crashed ncnn). A Concat along it converts without a warning where no split follows, and ncnn
-then computes a wrong result (reports/ncnn/ops.md). Reshapes and transposes that move sizes into or out of
-axis 0 are not flagged: pnnx takes them (multi-head attention's reshapes convert and pass parity in ncnn,
-reports/ncnn/report.md).
+Flagged, on activations of rank 2 or more: Concat, Split and Gather along axis 0, Slice over axis 0 that does
+not keep it whole, and reductions and softmaxes over an axis 0 of more than one slice (ncnn drops the leading
+axis: an SK block's branches merged into it crashed ncnn). A Concat along it converts without a warning where
+no split follows, and ncnn then computes a wrong result (reports/ncnn/ops.md). Reshapes and transposes that
+move sizes into or out of axis 0 are not flagged: pnnx takes them (multi-head attention's reshapes convert and
+pass parity in ncnn, reports/ncnn/report.md).
 """
 
 import numpy as np

@@ -26,7 +26,8 @@ def _reduce_sums(graph: Graph) -> list[Site]:
 
 def _refusal(graph: Graph, node) -> str:
     if graph.opset > ATTRIBUTE_AXES_UNTIL:
-        return f"at opset {graph.opset} ReduceMean takes its axes as an input too: export at --opset 17"
+        return (f"at opset {graph.opset} every reduction takes its axes as an input, which pnnx does not read: "
+                "export at --opset 17")
     if node.input[1] not in graph.constants:
         return "its axes are computed, not a constant"
     if graph.static_shape(node.input[0]) is None:
