@@ -132,14 +132,19 @@ def rewrite_target(targets: list[str]) -> str:
     return "ncnn" if "ncnn" in targets else targets[0] if len(targets) == 1 else "onnx"
 
 
-def check_ncnn(plan: Plan) -> None:
-    """Fail at once when ncnn is asked for and cannot be built, writing nothing."""
+def check_ncnn(plan: Plan, loaded: LoadedModel | None = None) -> None:
+    """Fail at once when ncnn is asked for and cannot be built (for ``loaded``, when given), writing nothing."""
     if "ncnn" not in plan.targets:
         return
     ncnn.require()
     if plan.onnx.batch != 1 or plan.onnx.dynamic:
         raise AttnDeployError("--target ncnn: ncnn takes one image at a time (it has no batch axis); export at "
                               "--batch 1 without --dynamic. Nothing was written.")
+    if loaded is not None and heads.of_model(loaded.model).end2end:
+        raise AttnDeployError("--target ncnn: ncnn has no top-k layer, so the end-to-end head (--end2end) cannot "
+                              "run in it (pnnx leaves its top-k as a layer that ncnn does not have); export without "
+                              "--end2end (the one-to-many head, NMS after), as ultralytics does for ncnn. Nothing was "
+                              "written.")
 
 
 def check_trt(plan: Plan, loaded: LoadedModel, step: Step = _quiet) -> None:
@@ -191,7 +196,7 @@ def build(loaded: LoadedModel, plan: Plan, step: Step = _quiet) -> Deployment:
     """Build and lint every artefact of ``plan``, unchecked (``check`` compares them with ``loaded``)."""
     for path in plan.outputs():
         check_writable(path, plan.onnx.force)
-    check_ncnn(plan)
+    check_ncnn(plan, loaded)
     check_trt(plan, loaded, step)
     check_rknn(plan, step)
     calibration = calibration_paths(plan)  # bad --calib fails here, before anything is written

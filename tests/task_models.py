@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from attn_deploy import heads
+from attn_deploy.models.detector import VARIANCE_FLOOR
 from attn_deploy.parity import parity_inputs
 
 # A small RT-DETR of our own: YOLOv8n's backbone, an AIFI encoder at P5 and a two-layer decoder with 64 hidden
@@ -47,11 +48,9 @@ def score_layers(model: nn.Module) -> list[nn.Module]:
 
 
 def _calibrate(model: nn.Module, size: int = 128) -> None:
-    """Batch-norm statistics from one training-mode pass over the bundled images and two seeded noise images.
-
-    A channel that barely varies over them (a variance near 0) would be amplified up to 30 times per layer, so
-    that rounding noise decides the output (YOLOv9t's boxes moved 0.2 px between fp32 and fp64 on a noise
-    image); its variance is floored at 0.03, a gain of at most 6."""
+    """Batch-norm statistics from one training-mode pass over the bundled images and two seeded noise images,
+    each variance floored as the zoo detectors' are (without it YOLOv9t's boxes moved 0.2 px between fp32 and
+    fp64 on a noise image)."""
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     for m in norms:
         m.reset_running_stats()
@@ -60,7 +59,7 @@ def _calibrate(model: nn.Module, size: int = 128) -> None:
     model.train()
     model(torch.from_numpy(np.concatenate(list(images.values()))))
     for m in norms:
-        m.running_var.clamp_(min=0.03)
+        m.running_var.clamp_(min=VARIANCE_FLOOR)
         m.momentum = 0.03  # ultralytics' own
 
 

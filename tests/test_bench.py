@@ -30,7 +30,9 @@ def test_latency_statistics_are_ordered_and_throughput_follows(small_onnx):
 
 def test_duration_keeps_timing_past_the_minimum_runs(small_onnx):
     result = bench(open_runner(small_onnx, threads=1), "simam", 2, (320, 320), Budget(0.0, 1, 0.5))
-    assert result.iters > 1 and result.iters * result.latency_ms.min >= 400  # ms of timed runs, at least
+    # the timed runs fill the 500 ms (their sum, less the harness's time between runs); each run's own time
+    # varies on a busy machine, so their sum, not the fastest run times their count
+    assert result.iters > 1 and result.iters * result.latency_ms.mean >= 400
 
 
 def test_median_interval_is_the_binomial_order_statistics():

@@ -131,6 +131,18 @@ def test_a_batch_ncnn_does_not_have_is_refused_writing_nothing(tmp_path):
     assert result.exit_code == 2 and "one image at a time" in result.stderr and not list(tmp_path.iterdir())
 
 
+def test_an_end_to_end_head_is_refused_before_anything_is_written(tmp_path):
+    from attn_deploy import save_checkpoint
+    from tests.task_models import build
+
+    checkpoint = save_checkpoint(build("yolo26n.yaml", "detect"), tmp_path / "yolo26n.pt", imgsz=64)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = invoke("export", checkpoint, "-o", out / "m.onnx", "--imgsz", "64", "--target", "ncnn", "--end2end")
+    assert result.exit_code == 2 and "no top-k layer" in result.stderr and "without --end2end" in result.stderr
+    assert "Traceback" not in result.output and not list(out.iterdir())
+
+
 def test_bench_times_ncnn_settings_one_image_at_a_time(cga, tmp_path):
     out, _ = cga
     quick = ["--warmup-s", "0", "--iters", "3", "--duration-s", "0", "--no-profile"]
@@ -193,7 +205,8 @@ def _reductions(opset: int) -> onnx.ModelProto:
               helper.make_node("Concat", ["sa", "m", "h", "l"], ["y"], axis=1)]
     for i, made in enumerate(nodes):
         made.name = f"/model.10/{made.op_type}_{i}"
-    graph = helper.make_graph(nodes, "reductions", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+    graph = helper.make_graph(nodes, "reductions",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(weight, "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
@@ -221,11 +234,13 @@ def test_reductions_keep_their_axes_through_pnnx_by_the_opset_and_a_verified_pas
     reference = run(as_read, [{"x": x}])[0][0]
     assert reference.shape == (1, 9, 8, 8)  # the channel sum plus each channel's spatial sum: 6, then 3 maps
     found = lint_model(as_read, tmp_path / "read.onnx")
-    assert [(f.check, f.detail[:16]) for f in found] == [("reduce axes input", "6 reduction(s) (")]
+    # every ReduceMax and ReduceMin, and the sum and mean over one axis; the sum over (2, 3) is read
+    assert [(f.check, f.detail[:60]) for f in found] == [
+        ("reduce axes input", "5 reduction(s) (ReduceMax, ReduceMean, ReduceMin, ReduceSum)")]
     with pytest.raises(AttnDeployError, match="ReduceM(ax|in) not exists"):  # pnnx leaves them as unknown layers
         _in_ncnn(as_read, tmp_path / "18", x)
     assert [(f.check, f.detail[:28]) for f in lint_model(as_written, tmp_path / "written.onnx")] == [
-        ("reduce axes input", "2 reduction(s) (ReduceSum) w"), ("reduce several axes", "1 reduction(s) (ReduceMax) o")]
+        ("reduce axes input", "1 reduction(s) (ReduceSum) w"), ("reduce several axes", "1 reduction(s) (ReduceMax) o")]
     done = apply(as_written, ["ncnn"], [{"x": x}])
     assert {r.rule for r in done.layers if r.applied} == {"reduce-sum-as-mean", "reduce-one-axis"}
     assert not {"ReduceSum"} & {n.op_type for n in done.model.graph.node}

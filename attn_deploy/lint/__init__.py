@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AttnDeployError
-from .support import AXES_ATTRIBUTE_ONLY, CUSTOM, DATA_DEPENDENT, MAX_RANK, NO_BATCH_AXIS, ONE_AXIS_ONLY, SUPPORT
+from .support import (AXES_ATTRIBUTE_ONLY, CUSTOM, DATA_DEPENDENT, MAX_RANK, NO_BATCH_AXIS, ONE_AXIS_INPUT_LOST,
+                      ONE_AXIS_ONLY, SUPPORT)
 
 TARGETS = tuple(SUPPORT)
 NEVER = ("ScatterND", "Einsum", "NonZero", "If", "Loop")
@@ -145,12 +146,16 @@ def _batch_filling(graph, values: dict[str, np.ndarray], shapes: dict[str, list]
     return findings
 
 
-def _reduce_axes(graph, target: str) -> list[Finding]:
-    """Reductions whose axes ``target``'s converter does not read: given as an input, or several for one that it
-    reads over one axis only."""
+def _reduce_axes(graph, target: str, values: dict[str, np.ndarray]) -> list[Finding]:
+    """Reductions whose axes ``target``'s converter does not read: given as an input (to one that reads only the
+    attribute, or as one axis or computed to one that loses a single axis), or several for one that it reads over
+    one axis only."""
     ops, single = AXES_ATTRIBUTE_ONLY.get(target, frozenset()), ONE_AXIS_ONLY.get(target, frozenset())
-    inputs = [n for n in graph.node if n.op_type in ops and len(n.input) > 1 and n.input[1]]
-    several = [n for n in graph.node if n.op_type in single and n not in inputs and len(next(
+    lost = ONE_AXIS_INPUT_LOST.get(target, frozenset())
+    given = [n for n in graph.node if len(n.input) > 1 and n.input[1]]
+    inputs = [n for n in given if n.op_type in ops or (n.op_type in lost and (
+        n.input[1] not in values or values[n.input[1]].size == 1))]
+    several = [n for n in graph.node if n.op_type in single and n not in given and len(next(
         (a.ints for a in n.attribute if a.name == "axes"), [])) > 1]
     found = []
     if inputs:
@@ -209,7 +214,7 @@ def lint(path: str | Path, target: str = "ort") -> LintReport:
     report.findings = [*_op_findings(graph, target, static), *_infinite(values),
                        *_batch_filling(graph, values, shapes, static),
                        *data_dependent(graph, target, shapes, values, opset(model))]
-    report.findings += _reduce_axes(graph, target)
+    report.findings += _reduce_axes(graph, target, values)
     if target in MAX_RANK:
         report.findings += _rank(target, shapes, values)
     if target in NO_BATCH_AXIS:

@@ -175,11 +175,11 @@ CUSTOM: dict[str, dict[str, frozenset[str]]] = {
 MAX_RANK: dict[str, int] = {"npu": 4, "ncnn": 4}
 
 # Reductions whose axes a target's converter reads only as an attribute (before opset 18; ReduceSum: 13). pnnx
-# 20261020, measured: given as an input, the axes are lost, and ReduceSum, ReduceMean and ReduceL2 reduce nothing
-# in ncnn while ReduceMax and ReduceMin stay layers ncnn cannot load (rewrite/graph/pnnx.py).
-AXES_ATTRIBUTE_ONLY: dict[str, frozenset[str]] = {
-    "ncnn": frozenset({"ReduceSum", "ReduceMean", "ReduceL2", "ReduceMax", "ReduceMin"}),
-}
+# 20261020, measured: given as an input, ReduceMax and ReduceMin stay layers ncnn cannot load, and ReduceSum,
+# ReduceMean and ReduceL2 over one axis reduce nothing in ncnn (over several axes, read correctly)
+# (rewrite/graph/pnnx.py).
+AXES_ATTRIBUTE_ONLY: dict[str, frozenset[str]] = {"ncnn": frozenset({"ReduceMax", "ReduceMin"})}
+ONE_AXIS_INPUT_LOST: dict[str, frozenset[str]] = {"ncnn": frozenset({"ReduceSum", "ReduceMean", "ReduceL2"})}
 # Reductions a target's converter reads over one axis only: pnnx turns ReduceMax and ReduceMin into torch.max and
 # torch.min (one dim); over several axes they stay layers ncnn does not have.
 ONE_AXIS_ONLY: dict[str, frozenset[str]] = {"ncnn": frozenset({"ReduceMax", "ReduceMin"})}

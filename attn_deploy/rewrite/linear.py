@@ -4,6 +4,8 @@ GAM (Liu et al., arXiv 2112.05561) applies its channel MLP by permuting to NHWC,
 calling nn.Linear; the same per-pixel product is a 1x1 convolution on the NCHW map.
 """
 
+import copy
+
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -23,8 +25,10 @@ def conv1x1(linear: nn.Linear) -> nn.Conv2d:
 
 
 def fused(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> nn.Conv2d:
-    """A new convolution computing ``norm(conv(x))`` of the eval-mode pair."""
-    return fuse_conv_bn_eval(conv.eval(), norm.eval())
+    """A new convolution computing ``norm(conv(x))`` of the eval-mode pair, folded in float64 and stored in the
+    pair's dtype: one rounding per weight, not one per step of the fold."""
+    dtype = conv.weight.dtype
+    return fuse_conv_bn_eval(copy.deepcopy(conv).eval().double(), copy.deepcopy(norm).eval().double()).to(dtype)
 
 
 class StaticGAM(nn.Module):

@@ -1,8 +1,9 @@
 """Reductions in the form pnnx's ONNX reader takes (ncnn).
 
 pnnx reads a Reduce op's axes only from its ``axes`` attribute, the form before opset 18 (ReduceSum: before 13).
-Given as an input, the axes are lost: ReduceSum, ReduceMean and ReduceL2 become ncnn Reductions that reduce
-nothing (a silently wrong result), ReduceMax and ReduceMin stay layers ncnn does not have (reports/ncnn/ops.md).
+Given as an input, ReduceMax and ReduceMin stay layers ncnn does not have, and a ReduceSum, ReduceMean or ReduceL2
+over one axis becomes an ncnn Reduction that reduces nothing, a silently wrong result (over several axes the input
+is read; reports/ncnn/ops.md).
 The ncnn target therefore exports at opset 17 (``exporters.ncnn.OPSET``), where only ReduceSum takes its axes as
 an input: ``reduce-sum-as-mean`` writes it as a ReduceMean with the axes as an attribute, times the number of
 elements reduced. pnnx also reads ReduceMax and ReduceMin only over one axis (as ``torch.max(x, dim)``): over
