@@ -307,6 +307,8 @@ def show_deployment(run) -> None:
             out.print(f"Localisation ({p.backend} {p.precision}, {loc.input}): first departing module "
                       f"{loc.first or 'none of the compared modules'}", highlight=False, soft_wrap=True)
             render("Module outputs against the original, in execution order", report.localisation_table(loc))
+            if loc.converter:
+                out.print(f"Localisation by the converter: {loc.converter}", highlight=False, soft_wrap=True)
     for p in run.parity:
         if p.gating and not p.passed:
             err.print(f"[bold red]parity failed[/] for {p.backend} {p.precision}; the artefacts are kept",

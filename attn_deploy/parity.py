@@ -164,6 +164,7 @@ class Localisation:
     first: str | None
     layers: list[LayerParity] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)  # modules whose output the exported graph does not show
+    converter: str = ""  # the converter's own per-layer analysis, where it has one (rknn-toolkit2)
 
 
 def localise(input_name: str, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],

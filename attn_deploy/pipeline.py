@@ -77,6 +77,8 @@ class Plan:
             paths += [openvino.model_dir(self.output)] + ([openvino.int8_dir(self.output)] if self.int8 else [])
         paths += [ncnn.model_dir(self.output)] if "ncnn" in self.targets else []
         paths += [rknn_backend.model_dir(self.output)] if "rknn" in self.targets else []
+        if "rknn" in self.targets and self.int8:
+            paths += [rknn_backend.int8_source(self.output), rknn_backend.int8_dir(self.output)]
         return paths + ([self.output.with_suffix(".engine")] if "trt" in self.targets else [])
 
     @property
@@ -166,9 +168,6 @@ def check_rknn(plan: Plan, step: Step = _quiet) -> None:
     """Fail at once, writing nothing, when RKNN is asked for and its platform or environment will not do."""
     if "rknn" not in plan.targets:
         return
-    if plan.int8:
-        raise AttnDeployError("--target rknn builds float models only (INT8 RKNN builds are not implemented); "
-                              "drop --int8 or the rknn target. Nothing was written.")
     with step("Checking the RKNN environment (rknn-toolkit2 in its own interpreter)"):
         rknn_backend.ready(plan.rknn)
 
@@ -334,6 +333,19 @@ def _build_int8(plan: Plan, result: Deployment, paths: list[Path], keep: list[st
         with step(f"Quantizing to OpenVINO INT8 with NNCF ({len(calibration)} calibration batches)"):
             result.exports.append(openvino.quantize(plan.output, openvino.int8_dir(plan.output), calibration, keep,
                                                     force=True))
+    if "rknn" in plan.targets:
+        _build_rknn_int8(plan, result, paths, step)
+
+
+def _build_rknn_int8(plan: Plan, result: Deployment, paths: list[Path], step: Step) -> None:
+    """The INT8 RKNN build, from the ONNX with input-relative coordinates (one int8 scale then keeps the scores)."""
+    source = rknn_backend.int8_source(plan.output)
+    normalised = rknn_backend.normalise_coordinates(plan.output, source)
+    used = len(rknn_backend.spread(paths))
+    with step(f"Building INT8 for {plan.rknn.platform} with rknn-toolkit2 on {used} of {len(paths)} calibration "
+              f"images{' (coordinates divided by the input size)' if normalised else ''}"):
+        result.exports.append(rknn_backend.export(source, rknn_backend.int8_dir(plan.output),
+                                                  dataclasses.replace(plan.rknn, force=True), paths))
 
 
 def build_trt(plan: Plan, calibration: list[Path], step: Step = _quiet, precision: str | None = None,
@@ -349,6 +361,14 @@ def build_trt(plan: Plan, calibration: list[Path], step: Step = _quiet, precisio
     output = output or plan.output.with_suffix(".engine")
     with step(f"Building a TensorRT {options.precision} engine from {source.name}"):
         return tensorrt.export(source, output, options, onnx.read_metadata(plan.output))
+
+
+def _rknn_analysis(path: Path, plan: Plan, input_name: str) -> str:
+    x = parity.parity_inputs(tuple(plan.onnx.imgsz), 1)[input_name]
+    try:
+        return rknn_backend.departure(rknn_backend.analyse(path, x, plan.rknn.python))
+    except AttnDeployError as e:  # the parity verdict stands; the analysis is what could not be had
+        return str(e)
 
 
 def _checks(exports: list[ExportResult]):
@@ -377,3 +397,6 @@ def _check(loaded, plan: Plan, result: Deployment, export: ExportResult, ov_prec
         with step(f"Localising the departure in {export.path.name}"):
             report.localisation = localise_export(export.path, loaded, report.worst.input, report.tolerance,
                                                   semantics, plan.ov_device, ov_precision)
+        if export.target == "rknn":
+            with step("Localising it with rknn-toolkit2's per-layer accuracy analysis"):
+                report.localisation.converter = _rknn_analysis(export.path, plan, report.worst.input)

@@ -2,7 +2,9 @@
 a bad one, an unknown or INT8-only platform, a build the toolkit rejects) give one message and write nothing; the
 shipped CGA fixture builds for rk3588 and its simulator run matches the original model at fp16's tolerance, with
 detection-level matching (its mAP on the shapes data is measured in reports/rknn/, 200 images being too many for
-the test budget).
+the test budget). A departing build is localised by module and by the toolkit's own accuracy analysis. INT8 builds
+read the graph with input-relative coordinates (divided before the head's Concats, for every head that joins pixels
+and scores) and run in the simulator in pixels again.
 
 The tests that build need the environment ``attn-deploy setup rknn`` creates (the README's test command runs it
 first); without it they are skipped with that reason."""
@@ -150,3 +152,107 @@ def test_simulator_agrees_with_onnxruntime_on_the_built_graph(cga_export):
     assert got.shape == expected.shape and simulator.runs == 1
     assert np.abs(got[:, :4] - expected[:, :4]).max() < 4 * 2.0 ** -10 * IMGSZ  # four fp16 spacings at 160 px
     assert np.abs(got[:, 4:] - expected[:, 4:]).max() < 1e-2
+
+
+class SquaredLogits(nn.Module):
+    """Attention-like logits squared at a scale beyond fp16's range (65504): exact in fp32, inf on the NPU."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.proj = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x):
+        y = self.proj(x) * 256.0
+        return x + torch.sigmoid((y * y) / 65536.0 - self.proj(x) ** 2 - 1.0)
+
+
+@with_rknn
+def test_a_departure_is_localised_by_module_and_by_the_toolkits_own_analysis(tmp_path):
+    from attn_deploy.exporters.onnx import OnnxOptions
+    from attn_deploy.heads import task_of
+    from attn_deploy.loading import LoadedModel
+    from attn_deploy.models.detector import build_detector_with
+    from attn_deploy.pipeline import Plan, build, check
+
+    model = build_detector_with(SquaredLogits, imgsz=64).float().eval()
+    loaded = LoadedModel(model, tmp_path / "overflow.pt", model.names, 32, task_of(model))
+    plan = Plan(["rknn"], tmp_path / "overflow.onnx", OnnxOptions((64, 64), opset=19))
+    (row,) = [p for p in check(loaded, build(loaded, plan), plan).parity if p.backend == "rknn-simulator"]
+    assert row.gating and not row.passed and row.localisation.first == "model.10"
+    said = row.localisation.converter
+    assert "first departing on its own: Mul /model.10/" in said and "in model.10 (overflows" in said
+
+
+@pytest.fixture(scope="module")
+def int8_export(tmp_path_factory):
+    """The SimAM fixture exported for rk3588 at 160 with INT8 beside the float build, calibrated on 16 shapes
+    images (the fixture's own domain)."""
+    import cv2
+
+    from attn_deploy.shapes import ShapesSpec, draw_image
+
+    root = tmp_path_factory.mktemp("rknn-int8")
+    (root / "calib").mkdir()
+    for i in range(16):
+        cv2.imwrite(str(root / "calib" / f"{i}.jpg"), draw_image(ShapesSpec(), "train", i)[0])
+    out = root / "simam.onnx"
+    result = invoke("export", FIXTURES / "yolov8n-simam-shapes.pt", "--target", "rknn", "-o", out, "--imgsz", IMGSZ,
+                    "--int8", "--calib", root / "calib", "--json")
+    return out, result
+
+
+@with_rknn
+def test_int8_build_divides_coordinates_by_the_input_size_and_the_runner_multiplies_them_back(int8_export):
+    out, result = int8_export
+    assert result.exit_code == 0, result.output
+    directory, source = rknn.int8_dir(out), rknn.int8_source(out)
+    assert sorted(p.name for p in directory.iterdir()) == ["dataset.txt", "metadata.yaml", "simam_int8-rk3588.rknn"]
+    assert len((directory / "dataset.txt").read_text().splitlines()) == 16
+    assert yaml.safe_load((directory / "metadata.yaml").read_text())["args"]["quantize"] == 8
+    x = np.random.default_rng(0).random((1, 3, IMGSZ, IMGSZ), dtype=np.float32)
+    pixels, relative = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+                        for p in (out, source))
+    scale = np.array([IMGSZ] * 4 + [1] * (pixels.shape[1] - 4), np.float32).reshape(1, -1, 1)
+    np.testing.assert_allclose(relative * scale, pixels, rtol=1e-5, atol=1e-4)  # boxes divided, scores kept
+
+
+@with_rknn
+def test_int8_build_runs_in_the_simulator_in_pixels_close_to_the_original(int8_export):
+    _, result = int8_export
+    (row,) = [p for p in json.loads(result.stdout)["parity"] if p["backend"] == "rknn-simulator"
+              and p["precision"] == "int8"]
+    worst = min(row["results"], key=lambda r: r["cosine"])
+    assert not row["gating"] and worst["cosine"] > 0.999  # reported without --data; judged by mAP with it
+    assert max(r["max_abs"] for r in row["results"]) < IMGSZ / 4  # pixels, within a quarter of the image
+
+
+@pytest.mark.parametrize("yaml_file, task", [("yolov8n-pose.yaml", "pose"), ("yolo11n-obb.yaml", "obb"),
+                                             ("yolov8n-seg.yaml", "segment")])
+def test_coordinates_are_divided_on_the_branches_before_the_heads_concat(tmp_path, yaml_file, task):
+    """Boxes and keypoints in input-relative units, everything else as it was, the division before the Concats that
+    join the branches (one int8 scale per tensor there); for every head that joins pixels and scores."""
+    import onnx
+
+    from attn_deploy import OnnxOptions, load, pipeline, save_checkpoint
+    from attn_deploy.exporters.onnx import read_metadata
+    from tests.task_models import build
+
+    loaded = load(save_checkpoint(build(yaml_file, task), tmp_path / f"{task}.pt", imgsz=64))
+    out = tmp_path / f"{task}.onnx"
+    pipeline.build(loaded, pipeline.Plan(["onnx"], out, OnnxOptions((64, 64))))
+    assert rknn.normalise_coordinates(out, tmp_path / "relative.onnx")
+    x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+    pixels, relative = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"images": x})
+                        for p in (out, tmp_path / "relative.onnx"))
+    scale = rknn.coordinate_scale(pixels[0].shape[1], read_metadata(out))
+    expected = np.ones(pixels[0].shape[1])
+    expected[:4] = 64
+    if task == "pose":
+        expected[4 + len(loaded.names):] = [64, 64, 1] * 17  # x and y of each keypoint, not its visibility
+    np.testing.assert_array_equal(scale, expected)
+    np.testing.assert_allclose(relative[0] * scale.reshape(1, -1, 1), pixels[0], rtol=1e-5, atol=1e-4)
+    for got, want in zip(relative[1:], pixels[1:]):  # the prototypes are not coordinates
+        np.testing.assert_array_equal(got, want)
+    graph = onnx.load(str(tmp_path / "relative.onnx")).graph
+    (final,) = [n for n in graph.node if "output0" in n.output]
+    assert final.op_type == "Concat"

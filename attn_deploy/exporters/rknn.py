@@ -9,6 +9,10 @@ The artefact is ``<stem>_rknn_model/`` as ultralytics lays it out: ``<stem>-<pla
 ``metadata.yaml``. The model takes NHWC pixels in [0, 255] (it divides by 255 itself). The NPU computes in fp16,
 so a float build is judged at fp16's tolerance. The simulator runs only models built in its own process, so the
 runner builds again from the ONNX beside the artefact (``<stem>.onnx``, the file the build read).
+
+A failing build's departure is also looked for with the toolkit's own per-layer accuracy analysis (``analyse``):
+each layer's output in the simulator against the toolkit's fp32 golden run, named by the module path its tensor's
+name carries.
 """
 
 import json
@@ -25,7 +29,7 @@ import numpy as np
 import yaml
 
 from ..errors import AttnDeployError
-from ..files import check_writable, write_dir_atomic
+from ..files import check_writable, write_atomic, write_dir_atomic
 from . import ExportResult
 
 WORKER = Path(__file__).with_name("rknn_worker.py")
@@ -35,6 +39,12 @@ PLATFORMS = ("rk3588", "rk3576", "rk3568", "rk3566", "rk3562", "rk2118", "rv1126
              "rv1106b")
 INT8_ONLY = frozenset({"rv1103", "rv1106", "rv1103b", "rv1106b"})
 ENV_VAR = "ATTN_DEPLOY_RKNN_PYTHON"
+# INT8: the calibration images a build reads (spread over those given), their list's name in the artefact, and the
+# heads whose output0 starts with pixel coordinates, divided by the input size before the build (ultralytics' layout)
+CALIBRATION_IMAGES = 32
+ALGORITHM = "quantized_algorithm"  # rknn-toolkit2's name for how it chooses the ranges, kept in the metadata's args
+DATASET = "dataset.txt"
+NORMALISED_TASKS = frozenset({"detect", "segment", "pose", "obb"})
 
 # The environment: rknn-toolkit2 and what its ONNX path imports, each pinned and installed without resolving
 # dependencies. rknn imports torch at module level but converts ONNX without it, so the CPU wheel, and none of
@@ -102,9 +112,9 @@ def check_platform(platform: str) -> None:
         raise AttnDeployError(f"--rknn-platform {platform!r} is not one rknn-toolkit2 {TOOLKIT} builds for; use one "
                               f"of {', '.join(PLATFORMS)}")
     if platform in INT8_ONLY:
-        raise AttnDeployError(f"--rknn-platform {platform}: its NPU runs INT8 only, and attn-deploy builds float RKNN "
-                              "models only so far; choose a platform with a float NPU (rk3588, rk3576, rk3568, "
-                              "rk3566, rk3562, rk2118, rv1126b)")
+        raise AttnDeployError(f"--rknn-platform {platform}: its NPU runs INT8 only, and every RKNN export builds a "
+                              "float model (the INT8 one beside it with --int8); choose a platform with a float NPU "
+                              "(rk3588, rk3576, rk3568, rk3566, rk3562, rk2118, rv1126b)")
 
 
 @dataclass
@@ -112,11 +122,22 @@ class RKNNOptions:
     platform: str = "rk3588"
     python: Path | None = None  # the RKNN environment's interpreter (None: $ATTN_DEPLOY_RKNN_PYTHON, else the cache)
     force: bool = False
+    algorithm: str = "mmse"  # INT8: how rknn-toolkit2 chooses each range (mmse; normal: min-max; kl_divergence)
 
 
 def model_dir(onnx_path: Path) -> Path:
     """Where ultralytics looks for an RKNN export of ``onnx_path``."""
     return onnx_path.with_name(f"{onnx_path.stem}_rknn_model")
+
+
+def int8_source(onnx_path: Path) -> Path:
+    """The float ONNX the INT8 build quantizes: ``onnx_path`` with input-relative coordinates."""
+    return onnx_path.with_name(f"{onnx_path.stem}_int8.onnx")
+
+
+def int8_dir(onnx_path: Path) -> Path:
+    """Where the INT8 RKNN export of ``onnx_path`` goes (its source, ``int8_source``, beside it)."""
+    return model_dir(int8_source(onnx_path))
 
 
 def ready(options: RKNNOptions) -> Path:
@@ -127,18 +148,94 @@ def ready(options: RKNNOptions) -> Path:
     return python
 
 
-def export(onnx_path: Path, output: Path, options: RKNNOptions) -> ExportResult:
-    """Build ``onnx_path`` for ``options.platform`` into the directory ``output`` with ``metadata.yaml``; atomic."""
+def coordinate_scale(channels: int, metadata: dict) -> np.ndarray | None:
+    """Per channel of output0, the input size its pixel coordinates are measured in: (w, h, w, h) for the box, w and h
+    for each keypoint's x and y, 1 elsewhere; None for a head whose output0 holds no such channels first (classify,
+    end-to-end, RT-DETR). ultralytics' RKNN INT8 layout, which its backend multiplies back (``quantize: 8``)."""
+    if metadata.get("task") not in NORMALISED_TASKS or metadata.get("end2end"):
+        return None
+    h, w = metadata["imgsz"]
+    scale = np.ones(channels, np.float32)
+    scale[:4] = [w, h, w, h]
+    if metadata["task"] == "pose":
+        (count, ndim), start = metadata["kpt_shape"], 4 + len(metadata["names"])
+        scale[start:start + count * ndim:ndim] = w
+        scale[start + 1:start + count * ndim:ndim] = h
+    return scale
+
+
+def normalise_coordinates(source: Path, output: Path) -> bool:
+    """Write ``source`` to ``output`` with output0's pixel coordinates divided into input-relative ones, so that one
+    int8 scale per tensor keeps the class scores: boxes in pixels reach the input size while scores stay below 1.
+    The division goes on the branches that the head's final Concats join (a division after the join would come
+    after the join's own quantization). Returns whether the head had coordinates to divide (else a copy)."""
+    import onnx
+
+    from .onnx import read_metadata
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(source)))
+    out = model.graph.output[0]
+    scale = coordinate_scale(out.type.tensor_type.shape.dim[1].dim_value, read_metadata(source))
+    if scale is not None:
+        shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+                  for v in [*model.graph.value_info, *model.graph.output]}
+        _divide(model.graph, out.name, scale, shapes)
+    write_atomic(output, lambda path: onnx.save(model, str(path)))
+    return scale is not None
+
+
+def _divide(graph, tensor: str, scale: np.ndarray, shapes: dict[str, list[int]], consumer=None) -> None:
+    """Divide ``tensor``'s channels (axis 1) by ``scale`` where ``consumer`` (default: the graph's output) reads it:
+    through the Concats along that axis that produce it, on each input that holds coordinates; else by a Mul."""
+    if np.all(scale == 1):
+        return
+    producer = next((n for n in graph.node if tensor in n.output), None)
+    axis = next((a.i for a in producer.attribute if a.name == "axis"), None) if producer is not None else None
+    sizes = [shapes.get(name, [])[1:2] for name in producer.input] if producer is not None else []
+    if producer is not None and producer.op_type == "Concat" and axis in (1, -2) and all(sizes):
+        bounds = np.cumsum([0] + [size[0] for size in sizes])
+        for name, begin, end in zip(list(producer.input), bounds, bounds[1:]):
+            _divide(graph, name, scale[begin:end], shapes, producer)
+        return
+    from onnx import helper, numpy_helper
+
+    divisor = f"{tensor}_input_size"
+    graph.initializer.append(numpy_helper.from_array((1 / scale).reshape(1, -1, 1).astype(np.float32), divisor))
+    if consumer is None:  # the graph's output keeps its name: the producer writes the pixels
+        producer.output[:] = [f"{tensor}_pixels" if name == tensor else name for name in producer.output]
+        graph.node.append(helper.make_node("Mul", [f"{tensor}_pixels", divisor], [tensor], name=f"{tensor}_divided"))
+        return
+    divided = f"{tensor}_divided"
+    consumer.input[:] = [divided if name == tensor else name for name in consumer.input]
+    at = list(graph.node).index(consumer)
+    graph.node.insert(at, helper.make_node("Mul", [tensor, divisor], [divided], name=divided))
+
+
+def spread(paths: list[Path], count: int = CALIBRATION_IMAGES) -> list[Path]:
+    """``count`` of ``paths`` spread evenly over them (all when fewer)."""
+    step = max(1, len(paths) // count)
+    return list(paths)[::step][:count]
+
+
+def export(onnx_path: Path, output: Path, options: RKNNOptions, calibration: list[Path] | None = None) -> ExportResult:
+    """Build ``onnx_path`` for ``options.platform`` into the directory ``output`` with ``metadata.yaml``; atomic.
+    With ``calibration`` images, an INT8 build calibrated on ``spread`` of them, whose list stays in the directory
+    (``DATASET``: the simulator quantizes again from it)."""
     from .onnx import read_metadata
 
     check_writable(output, options.force)
     python = ready(options)
     metadata = read_metadata(onnx_path)
-    metadata["args"] = {**metadata.get("args", {}), "name": options.platform}
+    chosen = spread(calibration) if calibration else []
+    quantization = {"quantize": 8, ALGORITHM: options.algorithm} if chosen else {}
+    metadata["args"] = {**metadata.get("args", {}), "name": options.platform, **quantization}
 
     def write(directory: Path) -> None:
         rknn_file = directory / f"{output.name.removesuffix('_rknn_model')}-{options.platform}.rknn"
         job = {"action": "build", "onnx": str(onnx_path), "platform": options.platform, "output": str(rknn_file)}
+        if chosen:
+            (directory / DATASET).write_text("".join(f"{Path(p).resolve()}\n" for p in chosen))
+            job |= {"dataset": str(directory / DATASET), "algorithm": options.algorithm}
         answer = _call(python, job)
         if not answer["ok"]:
             raise AttnDeployError(f"rknn-toolkit2 cannot build {onnx_path.name} for {options.platform}: "
@@ -147,8 +244,98 @@ def export(onnx_path: Path, output: Path, options: RKNNOptions) -> ExportResult:
 
     started = time.perf_counter()
     write_dir_atomic(output, write)
-    return ExportResult(output, "rknn", [f"{options.platform}, float (the NPU computes in fp16); built in "
-                                         f"{time.perf_counter() - started:.1f} s"])
+    kind = f"INT8, calibrated on {len(chosen)} images" if chosen else "float (the NPU computes in fp16)"
+    return ExportResult(output, "rknn", [f"{options.platform}, {kind}; built in {time.perf_counter() - started:.1f} s"])
+
+
+def _serving(path: Path, metadata: dict, source: Path | None) -> dict:
+    """The worker job that builds ``path``'s model again as it was built: from ``source`` (default: the ONNX it was
+    built from), quantized from its calibration list where it is INT8."""
+    from . import probe_source
+
+    args = metadata.get("args", {})
+    job = {"onnx": str(source or probe_source(path)), "platform": args.get("name", "rk3588")}
+    return job | ({"dataset": str(path / DATASET), "algorithm": args.get(ALGORITHM, "normal")}
+                  if quantized(metadata) else {})
+
+
+def quantized(metadata: dict) -> bool:
+    return metadata.get("args", {}).get("quantize") == 8
+
+
+# A float build's layer departs when the cosine of its output against the golden run, fed the golden inputs, falls
+# below this; fp16 keeps the layers of the shipped fixtures above 0.9999.
+COSINE = 0.999
+
+
+@dataclass(frozen=True)
+class LayerAnalysis:
+    """One row of rknn-toolkit2's accuracy analysis: a layer's output tensor, and the cosine of the simulator's value
+    against the golden run's, accumulated through the layers before (``entire``) and of the layer alone (``single``),
+    as the toolkit writes them: a number, or a marker (``q_inf``: the simulator's output overflowed; ``f_zero``: the
+    golden output is all zero)."""
+
+    type: str
+    tensor: str
+    entire: str
+    single: str
+
+    @property
+    def module(self) -> str:
+        """The module path in the tensor's name: ``/model.10/attn/qkv/Conv_output_0`` is ``model.10.attn.qkv``."""
+        return ".".join(part for part in self.tensor.split("/")[:-1] if part)
+
+    @property
+    def overflows(self) -> bool:
+        return "inf" in self.single
+
+    @property
+    def single_cos(self) -> float:
+        """The single-layer cosine; 1 where the toolkit wrote none (an all-zero golden output)."""
+        try:
+            return float(self.single)
+        except ValueError:
+            return 1.0
+
+    @property
+    def departs(self) -> bool:
+        return self.overflows or self.single_cos < COSINE
+
+    def describe(self) -> str:
+        said = "overflows in the simulator" if self.overflows else f"cosine {self.single_cos:.5f}"
+        return f"{self.type} {self.tensor} in {self.module or '-'} ({said})"
+
+
+def analyse(path: Path, x: np.ndarray, python: Path | None = None) -> list[LayerAnalysis]:
+    """rknn-toolkit2's per-layer accuracy analysis of the RKNN artefact at ``path`` on ``x`` (its first image, NCHW in
+    [0, 1]), built again from the ONNX it was built from, in the simulator."""
+    from . import artefact_metadata
+
+    path = Path(path)
+    job = _serving(path, artefact_metadata(path), None)
+    platform = job["platform"]
+    with tempfile.TemporaryDirectory(prefix="attn-deploy-rknn-") as tmp:
+        image = Path(tmp) / "x.npy"
+        np.save(image, np.ascontiguousarray(x[:1], dtype=np.float32))
+        answer = _call(find_python(python), {"action": "analyse", **job, "input": str(image), "output_dir": tmp})
+    if not answer["ok"]:
+        raise AttnDeployError(f"rknn-toolkit2's accuracy analysis of the {platform} build failed: {answer['error']}")
+    return [LayerAnalysis(**row) for row in answer["layers"]]
+
+
+def departure(layers: list[LayerAnalysis]) -> str:
+    """What the analysis says, in one line: the first layer whose output departs on its own (below ``COSINE``, or
+    overflowing), and the lowest cosine."""
+    if not layers:
+        return "rknn-toolkit2's accuracy analysis compared no layer"
+    first = next((layer for layer in layers if layer.departs), None)
+    if first:
+        said = f"first departing on its own: {first.describe()}"
+    else:
+        said = (f"no layer below cosine {COSINE:g} on its own (lowest: "
+                f"{min(layers, key=lambda layer: layer.single_cos).describe()})")
+    return (f"rknn-toolkit2's accuracy analysis ({len(layers)} layers against its fp32 golden run): {said}; output "
+            f"cosine {layers[-1].entire}")
 
 
 class Runner:
@@ -156,18 +343,19 @@ class Runner:
 
     Inputs are float NCHW images in [0, 1], as every runner takes; the worker hands the model pixels in [0, 255].
     ``source``: the ONNX to build (default: the one the artefact was built from; localisation passes one with the
-    blocks' outputs exposed)."""
+    blocks' outputs exposed). An INT8 build is quantized again from its calibration list, and its input-relative
+    coordinates are multiplied back into pixels, as ultralytics' backend does."""
 
     backend = "rknn-simulator"
     device = "x86 simulator"
 
     def __init__(self, path: Path, python: Path | None = None, source: Path | None = None):
-        from . import artefact_metadata, probe_source
+        from . import artefact_metadata
 
         path = Path(path)
         self.metadata = artefact_metadata(path)
         self.platform = self.metadata.get("args", {}).get("name", "rk3588")
-        self.precision = "fp16"
+        self.precision = "int8" if quantized(self.metadata) else "fp16"
         self.imgsz = tuple(self.metadata.get("imgsz", (640, 640)))
         self.batch = int(self.metadata.get("batch", 1))
         self.input_shape = [self.batch, 3, *self.imgsz]
@@ -176,7 +364,7 @@ class Runner:
         self.tmp = tempfile.TemporaryDirectory(prefix="attn-deploy-rknn-")
         self.process = subprocess.Popen([str(python), str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL, text=True)
-        self._ask({"action": "serve", "onnx": str(source or probe_source(path)), "platform": self.platform})
+        self._ask({"action": "serve", **_serving(path, self.metadata, source)})
         self.runs = 0
 
     def _ask(self, request: dict) -> dict:
@@ -196,7 +384,11 @@ class Runner:
             np.save(paths[-1], np.ascontiguousarray(x, dtype=np.float32))
         answer = self._ask({"inputs": paths, "outputs": self.tmp.name})
         self.runs += 1
-        return [np.load(p) for p in answer["outputs"]]
+        outputs = [np.load(p) for p in answer["outputs"]]
+        scale = coordinate_scale(outputs[0].shape[1], self.metadata) if quantized(self.metadata) else None
+        if scale is not None:
+            outputs[0] = outputs[0] * scale.reshape(1, -1, 1)
+        return outputs
 
     def close(self) -> None:
         if self.process.poll() is None:

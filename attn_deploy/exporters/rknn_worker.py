@@ -8,11 +8,16 @@ as ``bench/job.py`` does. The script imports nothing of attn_deploy.
 Jobs (one JSON object, the first line of stdin):
 
 - ``{"action": "probe"}``: the versions installed, so a bad environment is found before any build.
-- ``{"action": "build", "onnx": ..., "platform": ..., "output": ...}``: build and write the ``.rknn`` file.
+- ``{"action": "build", "onnx": ..., "platform": ..., "output": ...}``: build and write the ``.rknn`` file; with
+  ``"dataset"`` (a file listing calibration images), an INT8 build calibrated on them (every job takes it).
 - ``{"action": "serve", "onnx": ..., "platform": ...}``: build, start the x86 simulator, answer ``"ready"``,
   then for each further line ``{"inputs": [npy paths], "outputs": dir}`` run the simulator, save its outputs as
   ``dir/<i>.npy`` and answer their paths. The simulator runs only models built in the same process, so a
   runner builds again from the ONNX the artefact was built from.
+- ``{"action": "analyse", "onnx": ..., "platform": ..., "input": npy path, "output_dir": dir}``: build, run
+  rknn-toolkit2's per-layer accuracy analysis on that image in the simulator (each layer against the toolkit's
+  fp32 golden run) and answer its rows: ``{"layers": [{"type", "tensor", "entire", "single"}, ...]}``, the
+  cosines as the table writes them (a number, or a marker such as ``q_inf``).
 
 The answer is one JSON line: ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. rknn-toolkit2 logs
 to stdout, so the answer goes to the stdout this script found, and stdout is pointed at stderr.
@@ -20,6 +25,7 @@ to stdout, so the answer goes to the stdout this script found, and stdout is poi
 
 import json
 import os
+import re
 import sys
 import traceback
 
@@ -29,6 +35,12 @@ sys.path = [p for p in sys.path if os.path.realpath(p or ".") != os.path.dirname
 # The parent gives float NCHW images in [0, 1]; the model built here takes NHWC pixels in [0, 255] and divides by
 # 255 itself, as ultralytics' RKNN export configures it, so a board feeds it camera frames as they come.
 MEAN, STD = [[0, 0, 0]], [[255, 255, 255]]
+# A row of the accuracy analysis' error_analysis.txt: "[Conv] /model.0/conv/Conv_output_0  1.00000 | 0.1449  1.00000 |
+# 0.1449": the layer's type and output tensor, then the cosine and Euclidean distance of its output against the golden
+# run, accumulated (entire) and with the layer fed the golden inputs (single). A value may be a marker instead:
+# "q_inf" (the simulator's output overflowed), "f_zero" (the golden output is all zero).
+ANALYSIS_ROW = re.compile(r"^\[(?P<type>[^\]]+)\]\s+(?P<tensor>\S+)\s+(?P<entire>\S+)\s*\|\s*\S+\s+"
+                          r"(?P<single>\S+)\s*\|")
 
 
 def _answer(stream, payload: dict) -> None:
@@ -51,9 +63,11 @@ def _built(job: dict):
     from rknn.api import RKNN
 
     rknn = RKNN(verbose=False)
-    _check(rknn.config(mean_values=MEAN, std_values=STD, target_platform=job["platform"]), "config")
+    _check(rknn.config(mean_values=MEAN, std_values=STD, target_platform=job["platform"],
+                       quantized_algorithm=job.get("algorithm", "normal")), "config")
     _check(rknn.load_onnx(model=job["onnx"]), "load_onnx")
-    _check(rknn.build(do_quantization=False), "build")
+    dataset = job.get("dataset")  # an INT8 build: the calibration images' list
+    _check(rknn.build(do_quantization=bool(dataset), dataset=dataset), "build")
     return rknn
 
 
@@ -83,6 +97,18 @@ def _serve(rknn, requests, out) -> None:
         _answer(out, {"ok": True, "outputs": paths})
 
 
+def _analyse(rknn, job: dict) -> list[dict]:
+    import numpy as np
+
+    image = os.path.join(job["output_dir"], "input.npy")  # NCHW pixels in [0, 255]: what the analysis reads
+    np.save(image, (np.load(job["input"]) * 255.0).astype(np.float32))
+    _check(rknn.accuracy_analysis(inputs=[image], output_dir=job["output_dir"], target=None), "accuracy_analysis")
+    with open(os.path.join(job["output_dir"], "error_analysis.txt")) as table:
+        rows = [ANALYSIS_ROW.match(line.strip()) for line in table]
+    return [{"type": m["type"], "tensor": m["tensor"], "entire": m["entire"], "single": m["single"]}
+            for m in rows if m]
+
+
 def main() -> int:
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # rknn-toolkit2's logs go to stderr, the answers to the real stdout
@@ -95,6 +121,8 @@ def main() -> int:
         elif job["action"] == "build":
             _check(_built(job).export_rknn(job["output"]), "export_rknn")
             _answer(out, {"ok": True, "versions": _versions()})
+        elif job["action"] == "analyse":
+            _answer(out, {"ok": True, "layers": _analyse(_built(job), job)})
         else:
             _serve(_built(job), sys.stdin, out)
     except Exception as e:  # every failure is an answer: the parent turns it into one message
