@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from attn_deploy import heads
-from attn_deploy.models.detector import VARIANCE_FLOOR
+from attn_deploy.models.detector import calibrate_norms
 from attn_deploy.parity import parity_inputs
 
 # A small RT-DETR of our own: YOLOv8n's backbone, an AIFI encoder at P5 and a two-layer decoder with 64 hidden
@@ -51,16 +51,8 @@ def _calibrate(model: nn.Module, size: int = 128) -> None:
     """Batch-norm statistics from one training-mode pass over the bundled images and two seeded noise images,
     each variance floored as the zoo detectors' are (without it YOLOv9t's boxes moved 0.2 px between fp32 and
     fp64 on a noise image)."""
-    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average: the statistics of this pass
     images = parity_inputs((size, size), seeds=(0, 1))
-    model.train()
-    model(torch.from_numpy(np.concatenate(list(images.values()))))
-    for m in norms:
-        m.running_var.clamp_(min=VARIANCE_FLOOR)
-        m.momentum = 0.03  # ultralytics' own
+    calibrate_norms(model, torch.from_numpy(np.concatenate(list(images.values()))), momentum=0.03)  # ultralytics'
 
 
 @torch.no_grad()

@@ -42,21 +42,29 @@ def _calibration_batch(generator: torch.Generator, imgsz: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+def calibrate_norms(model: nn.Module, batch: torch.Tensor, momentum: float | None = None) -> None:
+    """Every batch norm's statistics from one training-mode pass over ``batch`` (a cumulative average: the statistics
+    of this pass), each variance floored at ``VARIANCE_FLOOR``, then ``momentum`` (default: each norm's own); the
+    model left in eval mode."""
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    momenta = [m.momentum if momentum is None else momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    model(batch)
+    for m, momentum in zip(norms, momenta):
+        m.running_var.clamp_(min=VARIANCE_FLOOR)
+        m.momentum = momentum
+    model.eval()
+
+
 def _calibrate_norms(model: nn.Module, generator: torch.Generator, imgsz: int = 640) -> None:
     # Running statistics measured on the bundled images and on noise, at the export size, keep
     # activations in the range a trained model sees: with the default statistics the random
     # detector's outputs are near constant, or so ill-conditioned that fp32 rounding moves boxes. Without the
     # variance floor, ncnn's Winograd convolutions alone moved a seeded YOLO11n-CGA's boxes by 2.2 px on noise.
-    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.momentum = None
-    model.train()
-    model(_calibration_batch(generator, imgsz))
-    for m, momentum in zip(norms, momenta):
-        m.running_var.clamp_(min=VARIANCE_FLOOR)
-        m.momentum = momentum
-    model.eval()
+    calibrate_norms(model, _calibration_batch(generator, imgsz))
 
 
 NO_ATTENTION = "none"  # the family's plain detector, from ultralytics' own YAML (YOLO11's and YOLO26's keep C2PSA)
