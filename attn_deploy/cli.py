@@ -82,6 +82,9 @@ class ShapesTask(str, Enum):  # shapes.TASKS
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable result on stdout.")]
+RknnPythonOpt = Annotated[Path | None, typer.Option(envvar="ATTN_DEPLOY_RKNN_PYTHON", help="The interpreter of an "
+                                                   "environment with rknn-toolkit2 2.3.2 (default: the one "
+                                                   "`attn-deploy setup rknn` made).")]
 CLUSTER_RESULTS = ".cluster-results"  # under --output-dir: cluster jobs' results by artefact hash and settings
 ClusterOpt = Annotated[str | None, typer.Option(
     "--cluster", help="Run the jobs on the Ray cluster at ADDRESS (HOST:PORT of its head, or auto for the one "
@@ -377,9 +380,7 @@ def export(
     map_tol: MapTolOpt = None,
     rknn_platform: Annotated[str, typer.Option(help="RKNN target platform: rk3588, rk3576, rk3568, rk3566, rk3562, "
                                                "rk2118, rv1126b; rv1103/rv1106(b) run INT8 only.")] = "rk3588",
-    rknn_python: Annotated[Path | None, typer.Option(envvar="ATTN_DEPLOY_RKNN_PYTHON", help="The interpreter of an "
-                                                     "environment with rknn-toolkit2 2.3.2 (default: the one "
-                                                     "`attn-deploy setup rknn` made).")] = None,
+    rknn_python: RknnPythonOpt = None,
     force: Annotated[bool, typer.Option(help="Overwrite existing outputs.")] = False,
     plugin: PluginOpt = None,
     fork: ForkOpt = None,
@@ -691,6 +692,10 @@ def tune_command(
                                                  "temporary directory, removed).")] = None,
     name: Annotated[str | None, typer.Option(help="Report name: reports/NAME/ (default tune-STEM).")] = None,
     output_dir: OutputDirOpt = Path("reports"),
+    rknn_platform: Annotated[str | None, typer.Option(help="Also build for this Rockchip NPU (rk3588, ...; see "
+                                                      "export) and verify it in rknn-toolkit2's simulator, which "
+                                                      "cannot time it: listed, never recommended.")] = None,
+    rknn_python: RknnPythonOpt = None,
     force: Annotated[bool, typer.Option(help="Replace an earlier recommendation and report.")] = False,
     plugin: PluginOpt = None,
     fork: ForkOpt = None,
@@ -709,9 +714,12 @@ def tune_command(
     written beside CHECKPOINT as <stem>.tuned.* with <stem>.tuned.json."""
     from . import cluster as clusters
     from .bench import Budget, tune
+    from .exporters import rknn
 
     if cluster:
         clusters.require_ray()
+    if rknn_python:  # the simulator's runner finds the same interpreter
+        os.environ[rknn.ENV_VAR] = str(rknn_python)
     directory = output_dir / (name or f"tune-{checkpoint.stem}")
     check_writable(directory, force)
     tune.check_outputs(checkpoint, force)
@@ -723,7 +731,8 @@ def tune_command(
                "yaml": str(yaml) if yaml else None, "fork": str(fork) if fork else None}  # so that a job can load the reference in another process
     with data_yaml(data, ("train", "val") if data and calib is None else ("val",)) as data_path:
         request = tune.Request(size, data_path, calib, map_tol, budget_s, Budget(warmup_s, iters, duration_s), threads,
-                               chosen, loading=loading, force=force)
+                               chosen, loading=loading, force=force,
+                               rknn=rknn.RKNNOptions(rknn_platform, rknn_python) if rknn_platform else None)
         with clusters.session(cluster, output_dir / CLUSTER_RESULTS, job_timeout_s) as joined, jobs_bar() as update:
             result = tune.run(loaded, request, step, update, workdir, joined)
     report.write_tune_report(directory, result)

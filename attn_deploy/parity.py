@@ -16,17 +16,18 @@ largest error against that run: it is then as exact as the reference itself (att
 softmax amplifies rounding; that is the model's conditioning, not an export fault). ``max_rel`` divides by
 ``max(|ref|, atol)`` so that near-zero reference values do not dominate it.
 
-Detection-level parity runs on the real images and asks the head spec how a user gets instances from the
-outputs (NMS; the end-to-end head's top-k rows, no NMS; a classifier's top 5) and when two are the same
-(box IoU, rotated-box IoU, mask IoU, keypoint OKS, the same class) at ``Detections.match_iou``: recall and
-precision of the backend's instances against the reference's, the largest score difference and the lowest
-similarity of matched pairs. An instance near the confidence threshold or the ``max_det`` cut on one side is
-looked for on the other side with the threshold lowered by the precision's ``atol`` and twice ``max_det``
-(mask pixels within ``atol`` of 0 are not counted), so that a value moving across a threshold within
-tolerance is not counted as a miss. A head that cuts its own top-k (end-to-end, RT-DETR) shows nothing below
-its cut, so an instance within ``atol`` above the cut is not required of the other side; its rows are a set,
-compared element by element instance by instance (``Head.align``), which instances are held being the
-detection-level check's to judge.
+Detection-level parity runs on the real images and asks the head spec how a user gets instances from the outputs
+(NMS; the end-to-end head's top-k rows, no NMS; a classifier's top 5) and when two are the same (box IoU,
+rotated-box IoU, mask IoU, keypoint OKS, the same class) at ``Detections.match_iou``: recall and precision of the
+backend's instances against the reference's, the largest score difference and the lowest similarity of matched
+pairs. An instance near the confidence threshold or the ``max_det`` cut on one side is looked for on the other side
+with the threshold lowered by the precision's ``atol``, twice ``max_det``, and NMS keeping every box that a
+near-tie (scores or overlaps within ``atol``) may have let through, and the boxes whose suppressor such a tie
+decided (mask pixels within ``atol`` of 0 are not counted), so that a value moving across a threshold within
+tolerance, or two near-equal boxes trading places in NMS, is not counted as a miss. A head that cuts its own top-k
+(end-to-end, RT-DETR) shows nothing below its cut, so an instance within ``atol`` above the cut is not required of
+the other side; its rows are a set, compared element by element instance by instance (``Head.align``), which
+instances are held being the detection-level check's to judge.
 
 Reduced precisions (fp16, bf16, int8) move elements that no user sees (the boxes of background anchors,
 whose scores are far below any threshold) by more than any fixed bound: for them the detection-level and

@@ -76,7 +76,8 @@ class Plan:
         if "openvino" in self.targets:
             paths += [openvino.model_dir(self.output)] + ([openvino.int8_dir(self.output)] if self.int8 else [])
         paths += [ncnn.model_dir(self.output)] if "ncnn" in self.targets else []
-        paths += [rknn_backend.model_dir(self.output)] if "rknn" in self.targets else []
+        paths += [rknn_backend.model_dir(self.output)] if "rknn" in self.targets and rknn_backend.builds_float(
+            self.rknn) else []
         if "rknn" in self.targets and self.int8:
             paths += [rknn_backend.int8_source(self.output), rknn_backend.int8_dir(self.output)]
         return paths + ([self.output.with_suffix(".engine")] if "trt" in self.targets else [])
@@ -169,7 +170,7 @@ def check_rknn(plan: Plan, step: Step = _quiet) -> None:
     if "rknn" not in plan.targets:
         return
     with step("Checking the RKNN environment (rknn-toolkit2 in its own interpreter)"):
-        rknn_backend.ready(plan.rknn)
+        rknn_backend.ready(plan.rknn, plan.int8)
 
 
 def _rewritten(loaded: LoadedModel, plan: Plan, step: Step):
@@ -303,7 +304,7 @@ def _build(plan: Plan, result: Deployment, step: Step, calibration: list[Path]) 
         with step(f"Converting to OpenVINO IR ({'FP16' if half else 'FP32'} weights)"):
             result.exports.append(openvino.export(plan.output, openvino.model_dir(plan.output),
                                                   openvino.OpenVINOOptions(half, force=True)))
-    if "rknn" in plan.targets:
+    if "rknn" in plan.targets and rknn_backend.builds_float(plan.rknn):
         with step(f"Building for {plan.rknn.platform} with rknn-toolkit2 (in its own environment)"):
             result.exports.append(rknn_backend.export(plan.output, rknn_backend.model_dir(plan.output),
                                                       dataclasses.replace(plan.rknn, force=True)))

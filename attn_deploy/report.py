@@ -484,7 +484,9 @@ def _verdict(candidate, recommended: str | None) -> str:
         return f"error: {candidate.error}"
     if candidate.name == recommended:
         return "RECOMMENDED"
-    return ("baseline, " if candidate.baseline else "") + ("pass" if candidate.passed else f"FAIL: {candidate.failed}")
+    verdict = "pass" if candidate.passed else f"FAIL: {candidate.failed}"
+    verdict = ("baseline, " if candidate.baseline else "") + verdict
+    return verdict + (f"; not timed: {candidate.untimed}" if candidate.untimed else "")
 
 
 def tune_table(tune) -> Table:

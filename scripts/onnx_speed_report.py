@@ -117,8 +117,12 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[160, 640], help="with --zoo: the sizes to time at")
     args = parser.parse_args()
     if args.zoo:
+        rows = []
         with tempfile.TemporaryDirectory() as tmp:
-            write_zoo([measure_zoo(name, size, args.threads, Path(tmp)) for size in args.sizes for name in ZOO])
+            for size in args.sizes:
+                for name in ZOO:
+                    rows.append(measure_zoo(name, size, args.threads, Path(tmp)))
+                    write_zoo(rows)  # after every row: a long run leaves what it measured
         return
     with tempfile.TemporaryDirectory() as tmp:
         rows = [measure(name, size, args.artefacts, args.threads, Path(tmp)) for size in (160, 640)

@@ -223,12 +223,12 @@ def test_every_pass_is_registered_with_what_it_matches_and_who_needs_it():
     fused = [f"fused-{form}-{kind}" for form in ("contrib", "onnx") for kind in ("mhsa", "cga")]
     assert list(PASSES) == ["expand-broadcast", "batch-constant", "instance-norm", "layer-norm", "group-norm",
                             "rank-transpose", "rank-merge", "gather-slice", *fused, "reduce-sum-as-mean",
-                            "reduce-one-axis"]
+                            "reduce-one-axis", "mean-keep-dims"]
     assert all(p.fixes and p.matches and (p.targets or p.every) for p in PASSES.values())
     assert [p.name for p in passes_for(["ort", "openvino", "trt"])] == ["expand-broadcast", "batch-constant"]
-    # no NPU list has a fused attention op; pnnx's reading of reductions is ncnn's alone
+    # no NPU list has a fused attention op; pnnx's reading of reductions is ncnn's alone, the kept mean rknn's
     assert {p.name for p in passes_for(["npu"])} == set(PASSES) - set(fused) - {"reduce-sum-as-mean",
-                                                                                   "reduce-one-axis"}
+                                                                                   "reduce-one-axis", "mean-keep-dims"}
 
 
 def test_topk_beyond_tensorrt_k_limit_is_an_error_for_trt_only(tmp_path):

@@ -110,3 +110,64 @@ def _report(precision: str, elements_pass: bool, ref_boxes: int, accuracy=None) 
 def test_reduced_precisions_are_decided_by_the_detection_level_check(precision, ref_boxes, passed):
     report = _report(precision, False, ref_boxes)
     assert report.passed is passed and report.elements_gate is not passed
+
+
+def _detect_output(anchors: list[tuple[tuple[float, float, float, float], tuple[float, ...]]]) -> np.ndarray:
+    """A (1, 4 + nc, anchors) Detect output: xywh pixels and class scores, anchor by anchor."""
+    return np.array([[*box, *scores] for box, scores in anchors], np.float32).T[None]
+
+
+def _detections(ref: np.ndarray, out: np.ndarray, precision: str = "fp16") -> DetectionParity:
+    from attn_deploy.heads.detect import Detect
+    from attn_deploy.parity import Detections, compare_detections
+
+    (found,) = compare_detections("image", [ref], [out], Detect(nc=2), TOLERANCES[precision], Detections(), (64, 64))
+    return found
+
+
+@pytest.mark.parametrize("first, second, passed", [
+    (0.795, 0.800, True),  # two overlapping boxes whose scores trade places within fp16's atol
+    (0.600, 0.800, False),  # the same boxes, one score moved by 0.2: a different detection
+])
+def test_nms_keeping_the_other_of_two_near_equal_boxes_is_not_a_miss(first, second, passed):
+    boxes = (30.0, 30.0, 20.0, 20.0), (32.0, 30.0, 20.0, 20.0)  # IoU 0.82: NMS at 0.7 keeps one
+    ref = _detect_output([(boxes[0], (0.800, 0.0)), (boxes[1], (0.795, 0.0))])
+    found = _detections(ref, _detect_output([(boxes[0], (first, 0.0)), (boxes[1], (second, 0.0))]))
+    assert (found.ref_boxes, found.boxes) == (1, 1)
+    assert found.passed is passed and found.recall == (1.0 if passed else 0.0)
+
+
+@pytest.mark.parametrize("scores, passed", [
+    ((0.698, 0.700), True),  # the anchor's two best classes trade places within atol
+    ((0.500, 0.700), False),  # a class score moved by 0.2
+])
+def test_an_anchor_whose_best_class_is_a_near_tie_matches_either(scores, passed):
+    box = (30.0, 30.0, 20.0, 20.0)
+    found = _detections(_detect_output([(box, (0.700, 0.698))]), _detect_output([(box, scores)]))
+    assert found.passed is passed
+
+
+@pytest.mark.parametrize("ref_shift, out_shift, passed", [
+    (3.50, 3.53, True),  # IoU 0.702 in the reference (one box kept), 0.69996 in the export (both): within atol of 0.7
+    (2.90, 3.60, False),  # IoU 0.75 against 0.69: the box the export keeps is one NMS clearly suppressed
+])
+def test_an_overlap_within_atol_of_the_nms_threshold_is_not_a_miss(ref_shift, out_shift, passed):
+    def output(shift: float) -> np.ndarray:
+        return _detect_output([((30.0, 30.0, 20.0, 20.0), (0.8, 0.0)), ((30.0 + shift, 30.0, 20.0, 20.0), (0.7, 0.0))])
+
+    found = _detections(output(ref_shift), output(out_shift))
+    assert (found.ref_boxes, found.boxes) == (1, 2)
+    assert found.passed is passed
+
+
+@pytest.mark.parametrize("first, second, passed", [
+    (0.7498, 0.7500, True),  # B overtakes C by 2e-4: B survives and suppresses A, which C had let through
+    (0.6000, 0.8000, False),  # B overtakes C by 0.2: A is suppressed for sure, a real difference
+])
+def test_what_a_near_tie_in_nms_frees_in_turn_is_not_a_miss(first, second, passed):
+    """C and B overlap at IoU 0.87 and score within 2e-4; A overlaps B at 0.77 and C at 0.66 (YOLOv9t's seeded
+    model in rknn's simulator: fp16 rounded both to 0.75 and the tie went the other way)."""
+    c, b, a = ((x, 30.0, 20.0, 20.0) for x in (30.0, 31.436, 34.073))
+    ref = _detect_output([(c, (0.7499, 0.0)), (b, (0.7498, 0.0)), (a, (0.7362, 0.0))])
+    found = _detections(ref, _detect_output([(c, (first, 0.0)), (b, (second, 0.0)), (a, (0.7363, 0.0))]))
+    assert (found.ref_boxes, found.boxes, found.passed) == (2, 1, passed)

@@ -9,12 +9,15 @@ and scores) and run in the simulator in pixels again.
 The tests that build need the environment ``attn-deploy setup rknn`` creates (the README's test command runs it
 first); without it they are skipped with that reason."""
 
+import contextlib
 import json
+import shutil
 import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -61,7 +64,7 @@ def test_missing_or_bad_environment_stops_at_once_and_writes_nothing(tmp_path, p
 
 
 @pytest.mark.parametrize("platform, message", [("rk1808", "not one rknn-toolkit2 2.3.2 builds for"),
-                                               ("rv1106", "INT8 only")])
+                                               ("rv1106", "runs INT8 only; add --int8")])
 def test_unsupported_platform_is_one_message(tmp_path, platform, message):
     result = invoke("export", CGA, "--target", "rknn", "--rknn-platform", platform, "-o", tmp_path / "x.onnx")
     assert result.exit_code == 2 and message in result.stderr
@@ -107,6 +110,74 @@ def test_failed_build_is_one_message_and_writes_nothing(nonzero_onnx):
     with pytest.raises(AttnDeployError, match="rknn-toolkit2 cannot build nonzero.onnx for rk3588: .*NonZero"):
         rknn.export(nonzero_onnx, output, rknn.RKNNOptions())
     assert sorted(p.name for p in nonzero_onnx.parent.iterdir()) == ["nonzero.onnx"]
+
+
+class SpatialMeanGate(nn.Module):
+    """A squeeze-and-excite gate written four ways: ``how`` names how the spatial mean is taken."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how, self.conv, self.fc = how, nn.Conv2d(3, 8, 1), nn.Linear(8, 8)
+
+    def forward(self, x):
+        x = self.conv(x)
+        squeezed = {"mean((2, 3))": lambda: x.mean((2, 3)), "mean(dim=[-1, -2])": lambda: torch.mean(x, dim=[-1, -2]),
+                    "mean(-1).mean(-1)": lambda: x.mean(-1).mean(-1),
+                    "adaptive_avg_pool2d(1).flatten(1)": lambda: nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)}
+        return x * self.fc(squeezed[self.how]()).sigmoid()[..., None, None]
+
+
+def spatial_mean_onnx(how: str, root: Path) -> Path:
+    path = root / f"{how}.onnx"
+    with torch.no_grad():
+        torch.onnx.export(SpatialMeanGate(how).eval(), (torch.zeros(1, 3, 8, 8),), path, dynamo=False,
+                          opset_version=19, input_names=["images"], output_names=["output0"])
+    return path
+
+
+@pytest.mark.parametrize("how, named", [("mean((2, 3))", True), ("mean(dim=[-1, -2])", True),
+                                        ("mean(-1).mean(-1)", False), ("adaptive_avg_pool2d(1).flatten(1)", False)])
+def test_a_spatial_mean_that_drops_its_axes_is_named_by_the_lint_and_kept_by_the_pass(tmp_path, how, named):
+    from attn_deploy.rewrite.graph import apply
+
+    path = spatial_mean_onnx(how, tmp_path)
+    assert ("spatial mean without keepdims" in {f.check for f in lint(path, "rknn").findings}) is named
+    feeds = [{"images": np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32)} for i in (0, 1)]
+    done = apply(onnx.load(path), ["rknn"], feeds)
+    assert [(row.applied, row.max_abs) for row in done.layers] == ([(True, 0.0)] if named else [])
+    onnx.save(done.model, tmp_path / "after.onnx")
+    assert lint(tmp_path / "after.onnx", "rknn").passed
+    before, after = (ort.InferenceSession(p).run(None, feeds[0])[0] for p in (path, tmp_path / "after.onnx"))
+    np.testing.assert_array_equal(after, before)
+
+
+@with_rknn
+def test_the_toolkit_refuses_a_spatial_mean_without_keepdims_and_builds_it_kept(tmp_path):
+    from attn_deploy.rewrite.graph import apply
+
+    path = spatial_mean_onnx("mean((2, 3))", tmp_path)
+    with pytest.raises(AttnDeployError, match="Invalid rank for input"):
+        rknn.export(path, tmp_path / "before_rknn_model", rknn.RKNNOptions())
+    feeds = [{"images": np.zeros((1, 3, 8, 8), np.float32)}]
+    onnx.save(apply(onnx.load(path), ["rknn"], feeds).model, tmp_path / "kept.onnx")
+    assert rknn.export(tmp_path / "kept.onnx", tmp_path / "kept_rknn_model", rknn.RKNNOptions()).path.is_dir()
+
+
+@with_rknn
+def test_tune_lists_an_rknn_build_verified_in_the_simulator_and_never_times_it(tmp_path):
+    from attn_deploy.bench import tune
+    from attn_deploy.loading import load
+
+    checkpoint = shutil.copy(CGA, tmp_path / "cga.pt")
+    request, paths = tune.Request((IMGSZ, IMGSZ), rknn=rknn.RKNNOptions()), {}
+    quiet = lambda _: contextlib.nullcontext()  # noqa: E731  (a step that shows nothing)
+    assert tune.build_rknn(load(checkpoint), request, tmp_path / "work", quiet, paths) == []
+    jobs, skipped = tune.plan_jobs(checkpoint, paths, "eager", request, cuda=False, bf16=False)
+    (found,) = tune.search([j for j in jobs if j.backend == "rknn"], None)
+    assert (found.name, found.precision, found.parity, found.passed) == ("rknn fp16", "fp16", "pass", True)
+    assert found.latency_ms is None and "not a timing device" in found.untimed
+    assert tune.recommend([found]) is None
+    assert "pass --data" in next(c.skipped for c in skipped if c.name == "rknn int8")
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +279,10 @@ def test_int8_build_divides_coordinates_by_the_input_size_and_the_runner_multipl
     directory, source = rknn.int8_dir(out), rknn.int8_source(out)
     assert sorted(p.name for p in directory.iterdir()) == ["dataset.txt", "metadata.yaml", "simam_int8-rk3588.rknn"]
     assert len((directory / "dataset.txt").read_text().splitlines()) == 16
-    assert yaml.safe_load((directory / "metadata.yaml").read_text())["args"]["quantize"] == 8
+    args = yaml.safe_load((directory / "metadata.yaml").read_text())["args"]
+    assert args["quantize"] == 8 and args[rknn.FLOAT][0] == "output0"  # the head's last tensors stay in float16
+    (note,) = next(e["notes"] for e in json.loads(result.stdout)["exports"] if e["path"] == str(directory))
+    assert "tensors kept in float16 (" in note and "output0" in note
     x = np.random.default_rng(0).random((1, 3, IMGSZ, IMGSZ), dtype=np.float32)
     pixels, relative = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
                         for p in (out, source))
@@ -224,6 +298,17 @@ def test_int8_build_runs_in_the_simulator_in_pixels_close_to_the_original(int8_e
     worst = min(row["results"], key=lambda r: r["cosine"])
     assert not row["gating"] and worst["cosine"] > 0.999  # reported without --data; judged by mAP with it
     assert max(r["max_abs"] for r in row["results"]) < IMGSZ / 4  # pixels, within a quarter of the image
+
+
+@with_rknn
+def test_an_int8_only_platform_gets_the_int8_build_alone(int8_export, tmp_path):
+    out, _ = int8_export
+    calibration = sorted((out.parent / "calib").iterdir())
+    rknn.export(rknn.int8_source(out), tmp_path / "simam_int8_rknn_model", rknn.RKNNOptions("rv1106"), calibration)
+    assert (tmp_path / "simam_int8_rknn_model" / "simam_int8-rv1106.rknn").is_file()
+    with pytest.raises(AttnDeployError, match="runs INT8 only"):
+        rknn.export(out, tmp_path / "simam_rknn_model", rknn.RKNNOptions("rv1106"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["simam_int8_rknn_model"]
 
 
 @pytest.mark.parametrize("yaml_file, task", [("yolov8n-pose.yaml", "pose"), ("yolo11n-obb.yaml", "obb"),

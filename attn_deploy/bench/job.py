@@ -2,7 +2,8 @@
 verdict, mAP and timing).
 
 A job opens its runtime, checks it against the original model (parity at its precision's tolerance, and with a data
-set its mAP), times it and closes it; jobs run one after another, so no other runtime is live while one is timed.
+set its mAP), times it (unless the runtime says it is no timing device, as RKNN's x86 simulator does) and closes
+it; jobs run one after another, so no other runtime is live while one is timed.
 A job names everything by path, so it can run in another process or on another machine:
 ``python -m attn_deploy.bench.job < job.json > result.json``.
 """
@@ -89,6 +90,7 @@ class JobResult:
     device: str = ""  # the device timed: cpu, cuda
     timing: BenchResult | None = None  # the harness's whole row (bench units keep it)
     reused: bool = False  # taken from an earlier run's results (a cluster run's store), not run again
+    untimed: str = ""  # why it was checked but not timed (a simulator is not a timing device)
     span: list[float] = field(default_factory=list)  # when it ran on its node: start and end, epoch seconds
 
     def to_json(self) -> str:
@@ -225,15 +227,17 @@ def run_job(job: Job, context: Context | None = None) -> JobResult:
         try:
             result = _judge(job, runner, loaded, context) if job.check else JobResult(job.name,
                                                                                          precision_label(runner))
-            timing = bench(runner, job.name, job.batch, job.imgsz, job.budget, job.settings.threads,
-                           channels=job.channels)
+            result.untimed = getattr(runner, "untimed", "")
+            timing = None if result.untimed else bench(runner, job.name, job.batch, job.imgsz, job.budget,
+                                                       job.settings.threads, channels=job.channels)
             result.runtime = runner.runtime_settings() if hasattr(runner, "runtime_settings") else {}
         finally:
             runner.close()
     except AttnDeployError as e:
         return JobResult(job.name, error=str(e), node=platform.node(), device=job.settings.device,
                          span=[started, time.time()])
-    result.latency_ms, result.throughput = timing.latency_ms, timing.throughput
+    if timing:
+        result.latency_ms, result.throughput = timing.latency_ms, timing.throughput
     result.node, result.device, result.timing = platform.node(), job.settings.device, timing
     result.span = [started, time.time()]
     return result

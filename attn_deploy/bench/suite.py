@@ -197,7 +197,7 @@ def open_variant(subject: Subject, variant: Variant, batch: int, plan: Plan, pro
                  spinning: bool = True):
     """A runner for ``subject`` as ``variant`` runs it on ``plan.device``, at ``batch``. ``spinning=False`` for
     onnxruntime sessions that are timed in turn with other live runners."""
-    from ..exporters import ncnn, onnx, opencv, openvino, tensorrt
+    from ..exporters import ncnn, onnx, opencv, open_runner, openvino, tensorrt
     from ..exporters import torch as torch_backend
 
     if variant.backend == "torch" and plan.device == "cpu":
@@ -214,6 +214,8 @@ def open_variant(subject: Subject, variant: Variant, batch: int, plan: Plan, pro
                                threads=plan.threads, mode=variant.mode or "latency", batch=batch, profiling=profiling)
     if variant.backend == "ncnn":
         return ncnn.Runner(path, plan.threads, ncnn.NcnnSettings(variant.precision, variant.mode != "unpacked"))
+    if variant.backend == "rknn":
+        return open_runner(path)
     return tensorrt.Runner(path)
 
 

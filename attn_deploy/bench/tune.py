@@ -37,7 +37,7 @@ BASELINE, REFERENCE = "ultralytics onnx (baseline)", "onnxruntime fp32"
 STABLE = {"onnxruntime": ".tuned.onnx", "openvino": ".tuned_openvino_model", "tensorrt": ".tuned.engine",
           "torch": ".tuned.pt", "ncnn": ".tuned_ncnn_model"}  # the recommended artefact's name beside the checkpoint
 DISPLAY = {"onnxruntime": "onnxruntime", "openvino": "OpenVINO", "tensorrt": "TensorRT", "torch": "PyTorch",
-           "ncnn": "ncnn"}
+           "ncnn": "ncnn", "rknn": "RKNN"}
 Progress = Callable[[str, int, int], None]
 Step = Callable[[str], object]
 
@@ -57,6 +57,7 @@ class Request:
     map_tolerances: dict = field(default_factory=lambda: dict(MAP_TOLERANCES))
     loading: dict = field(default_factory=dict)  # keyword arguments of ``loading.load``, for jobs run elsewhere
     force: bool = False  # replace an earlier recommendation
+    rknn: object | None = None  # exporters.rknn.RKNNOptions: build for that NPU too, verified in the simulator
 
 
 @dataclass
@@ -84,6 +85,7 @@ class Candidate:
     device: str = ""
     reused: bool = False  # its result came from an earlier cluster run's store
     skipped: str | None = None  # why it did not run
+    untimed: str = ""  # why it was verified but not timed (RKNN's simulator)
     baseline: bool = False  # ultralytics' own ONNX export: compared against, never recommended
     pareto: list[str] = field(default_factory=list)  # the fronts it lies on: latency, throughput (against mAP)
     speedup: tuple[float, float, float] | None = None  # the baseline's median over its own, with a 95 % interval
@@ -99,7 +101,8 @@ class Candidate:
             found, precision=result.precision, parity=result.parity, parity_detail=result.parity_detail,
             passed=result.passed, failed=result.failed, map50_95=result.map50_95, map50_95_drop=result.map50_95_drop,
             latency_ms=stats.median if stats else None, latency=stats, throughput=result.throughput,
-            runtime=result.runtime, error=result.error, node=result.node, device=result.device, reused=result.reused)
+            runtime=result.runtime, error=result.error, node=result.node, device=result.device, reused=result.reused,
+            untimed=result.untimed)
 
     @property
     def label(self) -> str:
@@ -208,6 +211,7 @@ def build(loaded, request: Request, workdir: Path, step: Step) -> tuple[dict[str
     else:
         notes.append(f"TensorRT candidates not tried: {tensorrt.missing()}")
     notes += _build_ncnn(loaded, request, workdir, step, paths)
+    notes += build_rknn(loaded, request, workdir, step, paths) if request.rknn else []
     return paths, built.rewrite.reference if built.rewrite else "eager", notes
 
 
@@ -225,6 +229,26 @@ def _build_ncnn(loaded, request: Request, workdir: Path, step: Step, paths: dict
     except AttnDeployError as e:
         return [f"no ncnn candidates: {e}"]
     paths["ncnn"] = ncnn.model_dir(plan.output)
+    return []
+
+
+def build_rknn(loaded, request: Request, workdir: Path, step: Step, paths: dict[str, Path]) -> list[str]:
+    """The RKNN builds (float, and INT8 with a data set), from an export of their own; notes."""
+    from .. import pipeline
+    from ..exporters import onnx, rknn
+
+    plan = pipeline.Plan(["rknn"], workdir / "rknn" / f"{loaded.source.stem}.onnx",
+                         onnx.OnnxOptions(request.imgsz, force=True), tolerances=request.tolerances,
+                         int8=request.data is not None, calib=request.calib or request.data,
+                         rknn=dataclasses.replace(request.rknn, force=True))
+    try:
+        pipeline.build(loaded, plan, step)
+    except AttnDeployError as e:
+        return [f"no RKNN candidates: {e}"]
+    if rknn.builds_float(request.rknn):
+        paths["rknn"] = rknn.model_dir(plan.output)
+    if plan.int8:
+        paths["rknn-int8"] = rknn.int8_dir(plan.output)
     return []
 
 
@@ -250,6 +274,11 @@ CPU_ONCE = [
     ("openvino fp32 throughput", "openvino", "openvino", "throughput", "fp32"),
     ("ncnn fp32 unpacked", "ncnn", "ncnn", "unpacked", "fp32"),
 ]
+# Verified in rknn-toolkit2's simulator, not timed (it is no timing device); with --rknn-platform.
+RKNN = [
+    ("rknn fp16", "rknn", "rknn", "", "fp16"),
+    ("rknn int8", "rknn", "rknn-int8", "", "int8"),
+]
 CUDA = [
     ("tensorrt int8", "tensorrt", "trt-int8", "", "int8"),
     ("tensorrt fp16", "tensorrt", "trt-fp16", "", "fp16"),
@@ -261,7 +290,7 @@ CUDA = [
 ]
 
 
-def _specs(threads: list[int], cuda: bool) -> list[tuple[str, str, str, Settings]]:
+def _specs(threads: list[int], cuda: bool, rknn: bool = False) -> list[tuple[str, str, str, Settings]]:
     """(name, backend, artefact kind, settings) of every candidate after the references, in the order they run."""
     specs = [(name, backend, kind, Settings(None, mode, precision, "cuda")) for name, backend, kind, mode, precision
              in CUDA] if cuda else []
@@ -270,14 +299,14 @@ def _specs(threads: list[int], cuda: bool) -> list[tuple[str, str, str, Settings
         specs += [(name + suffix, backend, kind, Settings(t, mode, precision))
                   for name, backend, kind, mode, precision in CPU_LATENCY if i or name != REFERENCE]
     return specs + [(name, backend, kind, Settings(threads[0], mode, precision))
-                    for name, backend, kind, mode, precision in CPU_ONCE]
+                    for name, backend, kind, mode, precision in CPU_ONCE + (RKNN if rknn else [])]
 
 
 def _skip_reason(kind: str, settings: Settings, paths: dict[str, Path], bf16: bool) -> str | None:
     if kind not in paths and "int8" in kind:
         return "INT8 is judged by its mAP: pass --data"
     if kind not in paths:
-        return f"no {kind} artefact was built" + (" (see the notes)" if kind == "ncnn" else "")
+        return f"no {kind} artefact was built" + (" (see the notes)" if kind in ("ncnn", "rknn") else "")
     if settings.precision == "default" and not bf16:
         return "OpenVINO's CPU default precision is f32 here (no AVX512-BF16 or AMX): the fp32 candidate covers it"
     return None
@@ -298,7 +327,7 @@ def plan_jobs(checkpoint: Path, paths: dict[str, Path], semantics: str, request:
     jobs = [job(BASELINE, "onnxruntime", "ultralytics", Settings(threads[0]))] if "ultralytics" in paths else []
     jobs.append(job(REFERENCE, "onnxruntime", "onnx", Settings(threads[0])))
     skipped = []
-    for name, backend, kind, settings in _specs(threads, cuda):
+    for name, backend, kind, settings in _specs(threads, cuda, request.rknn is not None):
         reason = _skip_reason(kind, settings, paths, bf16)
         if reason:
             skipped.append(Candidate.of(job(name, backend, kind, settings), skipped=reason))
@@ -424,6 +453,10 @@ def run(loaded, request: Request, step: Step, progress: Progress | None = None,
         raise AttnDeployError("--calib calibrates the INT8 candidates, which are judged by their mAP: pass --data too")
     if request.data:
         load_split(request.data)  # a bad --data fails here, before anything is built
+    if request.rknn:
+        from ..exporters import rknn
+
+        rknn.ready(request.rknn, request.data is not None)  # so do a bad platform and a missing RKNN environment
     result = Tune(checkpoint, request.imgsz, request, machine=machine(thread_choices(request.threads)[0]))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(workdir or tmp)

@@ -94,7 +94,7 @@ def _ncnn_recognises(path: Path) -> bool:
 def _rknn_runner(path: Path, threads, ov_device, ov_precision):
     from . import rknn
 
-    return rknn.Runner(path)
+    return rknn.open_runner(path)
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (

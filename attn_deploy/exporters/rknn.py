@@ -44,6 +44,12 @@ ENV_VAR = "ATTN_DEPLOY_RKNN_PYTHON"
 CALIBRATION_IMAGES = 32
 ALGORITHM = "quantized_algorithm"  # rknn-toolkit2's name for how it chooses the ranges, kept in the metadata's args
 DATASET = "dataset.txt"
+# INT8: the head's last tensors stay in float16 (the toolkit's hybrid quantization), named in the metadata's args.
+# One int8 scale over output0 spans the outlying coordinates of background anchors (-0.2 to 3.8 times the input on
+# the SimAM fixture): a step of 2.5 px at 160. Measured there on 24 validation images against onnxruntime: mean box
+# error 0.72 px all int8, 0.60 with the whole head in float16, 0.40 with these; the attention module in float16: 0.72.
+FLOAT = "float_tensors"
+HEAD_LEVELS = 2  # the outputs, what their producers read, and what those read
 NORMALISED_TASKS = frozenset({"detect", "segment", "pose", "obb"})
 
 # The environment: rknn-toolkit2 and what its ONNX path imports, each pinned and installed without resolving
@@ -107,14 +113,19 @@ def probe(python: Path) -> dict:
     return answer["versions"]
 
 
-def check_platform(platform: str) -> None:
+def check_platform(platform: str, int8: bool = False) -> None:
+    """Refuse a platform the toolkit does not build for, and a float build for an NPU that runs INT8 only."""
     if platform not in PLATFORMS:
         raise AttnDeployError(f"--rknn-platform {platform!r} is not one rknn-toolkit2 {TOOLKIT} builds for; use one "
                               f"of {', '.join(PLATFORMS)}")
-    if platform in INT8_ONLY:
-        raise AttnDeployError(f"--rknn-platform {platform}: its NPU runs INT8 only, and every RKNN export builds a "
-                              "float model (the INT8 one beside it with --int8); choose a platform with a float NPU "
-                              "(rk3588, rk3576, rk3568, rk3566, rk3562, rk2118, rv1126b)")
+    if platform in INT8_ONLY and not int8:
+        raise AttnDeployError(f"--rknn-platform {platform}: its NPU runs INT8 only; add --int8 with --data or --calib "
+                              "(only the INT8 build is written for it)")
+
+
+def builds_float(options: "RKNNOptions") -> bool:
+    """Whether the float build is written: every platform but those whose NPU runs INT8 only."""
+    return options.platform not in INT8_ONLY
 
 
 @dataclass
@@ -140,9 +151,10 @@ def int8_dir(onnx_path: Path) -> Path:
     return model_dir(int8_source(onnx_path))
 
 
-def ready(options: RKNNOptions) -> Path:
-    """The interpreter to build with, checked (platform, environment) before anything is written."""
-    check_platform(options.platform)
+def ready(options: RKNNOptions, int8: bool = False) -> Path:
+    """The interpreter to build with, checked (platform, for a float build or with ``int8`` an INT8 one; the
+    environment) before anything is written."""
+    check_platform(options.platform, int8)
     python = find_python(options.python)
     probe(python)
     return python
@@ -211,6 +223,23 @@ def _divide(graph, tensor: str, scale: np.ndarray, shapes: dict[str, list[int]],
     graph.node.insert(at, helper.make_node("Mul", [tensor, divisor], [divided], name=divided))
 
 
+def head_tensors(onnx_path: Path, levels: int = HEAD_LEVELS) -> list[str]:
+    """The graph's outputs and the tensors ``levels`` producers back from them, constants left out: the head's last
+    tensors, which an INT8 build keeps in float16."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    constants = {t.name for t in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    found = [o.name for o in graph.output]
+    frontier = list(found)
+    for _ in range(levels):
+        frontier = [i for name in frontier if name in producers for i in producers[name].input
+                    if i and i not in constants and i not in found]
+        found += list(dict.fromkeys(frontier))
+    return found
+
+
 def spread(paths: list[Path], count: int = CALIBRATION_IMAGES) -> list[Path]:
     """``count`` of ``paths`` spread evenly over them (all when fewer)."""
     step = max(1, len(paths) // count)
@@ -224,27 +253,30 @@ def export(onnx_path: Path, output: Path, options: RKNNOptions, calibration: lis
     from .onnx import read_metadata
 
     check_writable(output, options.force)
-    python = ready(options)
+    python = ready(options, bool(calibration))
     metadata = read_metadata(onnx_path)
     chosen = spread(calibration) if calibration else []
-    quantization = {"quantize": 8, ALGORITHM: options.algorithm} if chosen else {}
+    quantization = {"quantize": 8, ALGORITHM: options.algorithm, FLOAT: head_tensors(onnx_path)} if chosen else {}
     metadata["args"] = {**metadata.get("args", {}), "name": options.platform, **quantization}
+    kept = []
 
     def write(directory: Path) -> None:
         rknn_file = directory / f"{output.name.removesuffix('_rknn_model')}-{options.platform}.rknn"
         job = {"action": "build", "onnx": str(onnx_path), "platform": options.platform, "output": str(rknn_file)}
         if chosen:
             (directory / DATASET).write_text("".join(f"{Path(p).resolve()}\n" for p in chosen))
-            job |= {"dataset": str(directory / DATASET), "algorithm": options.algorithm}
+            job |= {"dataset": str(directory / DATASET), "algorithm": options.algorithm, "float": quantization[FLOAT]}
         answer = _call(python, job)
         if not answer["ok"]:
             raise AttnDeployError(f"rknn-toolkit2 cannot build {onnx_path.name} for {options.platform}: "
                                   f"{answer['error']}")
+        kept.extend(answer.get("kept", []))
         (directory / "metadata.yaml").write_text(yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True))
 
     started = time.perf_counter()
     write_dir_atomic(output, write)
-    kind = f"INT8, calibrated on {len(chosen)} images" if chosen else "float (the NPU computes in fp16)"
+    kind = (f"INT8, calibrated on {len(chosen)} images, {len(kept)} tensors kept in float16 ({', '.join(kept)})"
+            if chosen else "float (the NPU computes in fp16)")
     return ExportResult(output, "rknn", [f"{options.platform}, {kind}; built in {time.perf_counter() - started:.1f} s"])
 
 
@@ -255,8 +287,8 @@ def _serving(path: Path, metadata: dict, source: Path | None) -> dict:
 
     args = metadata.get("args", {})
     job = {"onnx": str(source or probe_source(path)), "platform": args.get("name", "rk3588")}
-    return job | ({"dataset": str(path / DATASET), "algorithm": args.get(ALGORITHM, "normal")}
-                  if quantized(metadata) else {})
+    return job | ({"dataset": str(path / DATASET), "algorithm": args.get(ALGORITHM, "normal"),
+                   "float": args.get(FLOAT, [])} if quantized(metadata) else {})
 
 
 def quantized(metadata: dict) -> bool:
@@ -338,6 +370,47 @@ def departure(layers: list[LayerAnalysis]) -> str:
             f"cosine {layers[-1].entire}")
 
 
+def in_pixels(outputs: list[np.ndarray], metadata: dict) -> list[np.ndarray]:
+    """``outputs`` with an INT8 build's input-relative coordinates multiplied back into pixels."""
+    scale = coordinate_scale(outputs[0].shape[1], metadata) if quantized(metadata) else None
+    return outputs if scale is None else [outputs[0] * scale.reshape(1, -1, 1), *outputs[1:]]
+
+
+def open_runner(path: Path):
+    """On a Rockchip board (rknn-toolkit-lite2 installed), the NPU itself; elsewhere the toolkit's simulator."""
+    import importlib.util
+
+    return BoardRunner(path) if importlib.util.find_spec("rknnlite") else Runner(path)
+
+
+class BoardRunner:
+    """Runs an RKNN artefact on the board's NPU through rknn-toolkit-lite2, in this process: what ``tune``'s job times
+    where a board is (``python -m attn_deploy.bench.job`` on the board, with attn-deploy and rknn-toolkit-lite2)."""
+
+    backend = "rknn"
+    device = "npu"
+
+    def __init__(self, path: Path):
+        from rknnlite.api import RKNNLite
+
+        from . import artefact_metadata
+
+        self.metadata = artefact_metadata(Path(path))
+        self.precision = "int8" if quantized(self.metadata) else "fp16"
+        self.lite = RKNNLite(verbose=False)
+        model = next(Path(path).glob("*.rknn"))
+        if self.lite.load_rknn(str(model)) != 0 or self.lite.init_runtime() != 0:
+            raise AttnDeployError(f"rknn-toolkit-lite2 cannot load {model} on this board's NPU")
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        images = [np.ascontiguousarray(x.transpose(0, 2, 3, 1) * 255.0, dtype=np.float32) for x in inputs]
+        outputs = self.lite.inference(inputs=images, data_format="nhwc")
+        return in_pixels([np.asarray(o, dtype=np.float32) for o in outputs], self.metadata)
+
+    def close(self) -> None:
+        self.lite.release()
+
+
 class Runner:
     """Runs an RKNN artefact in rknn-toolkit2's x86 simulator, in a worker process of the RKNN environment.
 
@@ -348,6 +421,7 @@ class Runner:
 
     backend = "rknn-simulator"
     device = "x86 simulator"
+    untimed = "rknn-toolkit2's x86 simulator is not a timing device: time the .rknn on the board (rknn-toolkit-lite2)"
 
     def __init__(self, path: Path, python: Path | None = None, source: Path | None = None):
         from . import artefact_metadata
@@ -384,11 +458,7 @@ class Runner:
             np.save(paths[-1], np.ascontiguousarray(x, dtype=np.float32))
         answer = self._ask({"inputs": paths, "outputs": self.tmp.name})
         self.runs += 1
-        outputs = [np.load(p) for p in answer["outputs"]]
-        scale = coordinate_scale(outputs[0].shape[1], self.metadata) if quantized(self.metadata) else None
-        if scale is not None:
-            outputs[0] = outputs[0] * scale.reshape(1, -1, 1)
-        return outputs
+        return in_pixels([np.load(p) for p in answer["outputs"]], self.metadata)
 
     def close(self) -> None:
         if self.process.poll() is None:

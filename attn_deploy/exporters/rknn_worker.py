@@ -9,7 +9,9 @@ Jobs (one JSON object, the first line of stdin):
 
 - ``{"action": "probe"}``: the versions installed, so a bad environment is found before any build.
 - ``{"action": "build", "onnx": ..., "platform": ..., "output": ...}``: build and write the ``.rknn`` file; with
-  ``"dataset"`` (a file listing calibration images), an INT8 build calibrated on them (every job takes it).
+  ``"dataset"`` (a file listing calibration images), an INT8 build calibrated on them (every job takes it); with
+  ``"float"`` too (ONNX tensor names), a hybrid build: the toolkit's tensors made from those stay in float16 (its
+  hybrid quantization, steps 1 and 2), and the answer names them (``"kept"``).
 - ``{"action": "serve", "onnx": ..., "platform": ...}``: build, start the x86 simulator, answer ``"ready"``,
   then for each further line ``{"inputs": [npy paths], "outputs": dir}`` run the simulator, save its outputs as
   ``dir/<i>.npy`` and answer their paths. The simulator runs only models built in the same process, so a
@@ -67,8 +69,52 @@ def _built(job: dict):
                        quantized_algorithm=job.get("algorithm", "normal")), "config")
     _check(rknn.load_onnx(model=job["onnx"]), "load_onnx")
     dataset = job.get("dataset")  # an INT8 build: the calibration images' list
+    if dataset and job.get("float"):
+        return _hybrid(rknn, job)
     _check(rknn.build(do_quantization=bool(dataset), dataset=dataset), "build")
     return rknn
+
+
+def _hybrid(rknn, job: dict):
+    """An INT8 build with the toolkit's tensors made from ``job["float"]`` in float16; ``job["kept"]`` names them.
+    Step 1 writes the model, its data and its quantization config into the working directory; the config's
+    ``custom_quantize_layers`` takes the tensors to keep; step 2 builds from the three."""
+    import tempfile
+
+    from rknn.api import RKNN
+
+    stem, here = os.path.splitext(os.path.basename(job["onnx"]))[0], os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="rknn-hybrid-") as work:
+        os.chdir(work)
+        try:
+            _check(rknn.hybrid_quantization_step1(dataset=job["dataset"]), "hybrid_quantization_step1")
+            _keep_in_float(f"{stem}.quantization.cfg", job)
+            hybrid = RKNN(verbose=False)
+            _check(hybrid.hybrid_quantization_step2(model_input=f"{stem}.model", data_input=f"{stem}.data",
+                                                    model_quantization_cfg=f"{stem}.quantization.cfg"),
+                   "hybrid_quantization_step2")
+        finally:
+            os.chdir(here)
+    return hybrid
+
+
+def _keep_in_float(config: str, job: dict) -> None:
+    """Name the tensors made from ``job["float"]`` in the config's ``custom_quantize_layers`` as float16."""
+    with open(config) as f:
+        text = f.read()
+    empty = "custom_quantize_layers: {}\n"
+    if not text.startswith(empty):
+        raise RuntimeError(f"{config} does not start with an empty custom_quantize_layers")
+    job["kept"] = [t for t in re.findall(r"^    (\S+):$", text, re.M) if _made_from(t, job["float"])]
+    kept = "".join(f"    {json.dumps(t)}: float16\n" for t in job["kept"])
+    with open(config, "w") as f:
+        f.write(f"custom_quantize_layers:\n{kept}" + text[len(empty):])
+
+
+def _made_from(tensor: str, names: list[str]) -> bool:
+    """Whether the toolkit's ``tensor`` is one of ``names`` under the suffixes its passes add (``output0-rs``,
+    ``..._sw``, ``output0_int8``)."""
+    return any(re.fullmatch(re.escape(name) + r"([-_](rs|sw|int8))*", tensor) for name in names)
 
 
 def _versions() -> dict:
@@ -120,7 +166,7 @@ def main() -> int:
             _answer(out, {"ok": True, "versions": _versions()})
         elif job["action"] == "build":
             _check(_built(job).export_rknn(job["output"]), "export_rknn")
-            _answer(out, {"ok": True, "versions": _versions()})
+            _answer(out, {"ok": True, "versions": _versions(), "kept": job.get("kept", [])})
         elif job["action"] == "analyse":
             _answer(out, {"ok": True, "layers": _analyse(_built(job), job)})
         else:

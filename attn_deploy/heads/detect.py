@@ -60,30 +60,79 @@ class Detect(Head):
         fields = (box, Field("class scores", slice(4, 4 + self.nc), UNIT), *self.extra_fields(4 + self.nc))
         return Output("output0", (None, 4 + self.nc + self.extra, None), 1, fields), *self.more_outputs()
 
-    def rows(self, output: np.ndarray, conf: float, iou: float, max_det: int, multi_label: bool = False) -> list:
-        """Per image, (n, 6 + extra) rows: box, score, class, extra; by NMS, or by score alone when end-to-end."""
+    def rows(self, output: np.ndarray, conf: float, iou: float, max_det: int, multi_label: bool = False,
+             slack: float = 0.0) -> list:
+        """Per image, (n, 6 + extra) rows: box, score, class, extra; by NMS, or by score alone when end-to-end.
+        ``slack`` widens NMS to what a near-tie may have decided (``loose_nms``), an anchor's classes within it of
+        its best included."""
         import torch
         from ultralytics.utils.nms import non_max_suppression
 
-        # No time limit: a truncated NMS would differ between two runs of the same output.
-        return non_max_suppression(torch.from_numpy(output.astype(np.float32)), conf, iou, nc=self.nc,
-                                   multi_label=multi_label, max_det=max_det, max_time_img=1e9, rotated=self.rotated,
-                                   end2end=self.nms_free)
+        def nms(x: np.ndarray, iou_at: float, most: int, multi: bool) -> list:
+            # No time limit: a truncated NMS would differ between two runs of the same output.
+            return non_max_suppression(torch.from_numpy(x.astype(np.float32)), conf, iou_at, nc=self.nc,
+                                       multi_label=multi, max_det=most, max_time_img=1e9, rotated=self.rotated,
+                                       end2end=self.nms_free)
+
+        if not slack or self.nms_free:
+            return nms(output, iou, max_det, multi_label)
+        every = output.shape[-1] * self.nc  # NMS at IoU 1 suppresses nothing: every row above conf, in score order
+        best, others = nms(output, 1.0, every, False), nms(self.runners_up(output, slack), 1.0, every, True)
+        return [self.loose_nms(torch.cat([b, o]), np.r_[np.ones(len(b), bool), np.zeros(len(o), bool)], iou,
+                               slack, max_det) for b, o in zip(best, others)]
+
+    def runners_up(self, output: np.ndarray, slack: float) -> np.ndarray:
+        """``output`` (NMS form) with only the class scores within ``slack`` of their anchor's best, the best left
+        out (0): under multi-label NMS, the classes rounding may pick instead of the best."""
+        scores = output[:, 4:4 + self.nc]
+        best = np.arange(self.nc).reshape(1, -1, 1) == scores.argmax(1)[:, None]
+        found = output.copy()
+        found[:, 4:4 + self.nc] = np.where(~best & (scores >= scores.max(1, keepdims=True) - slack), scores, 0.0)
+        return found
+
+    def loose_nms(self, rows, best: np.ndarray, iou: float, slack: float, most: int):
+        """The rows that NMS keeps under some perturbation of the scores and overlaps within ``slack``: a row is
+        dropped only when a row kept under every such perturbation overlaps it by more than ``iou + slack`` and
+        outscores it by more than ``slack``. A row is kept for sure when it holds its anchor's ``best`` class and no
+        row of its class that is kept, or that scores within ``slack`` of it, overlaps it by more than
+        ``iou - slack``. Which of two near-equal boxes survives NMS, and so which boxes the survivor suppresses, is
+        the rounding's choice, not the export's. At most ``most`` rows, in score order."""
+        order = np.argsort(-rows[:, 4].numpy(), kind="stable")
+        rows, best = rows[order], best[order]
+        boxes, scores, classes = self.nms_box(rows), rows[:, 4].numpy(), rows[:, 5].numpy()
+        kept, sure = [], []
+        for j in range(len(rows)):
+            if len(kept) >= most:
+                break
+            near = j + 1 + int(np.searchsorted(-scores[j + 1:], -(scores[j] - slack), side="right"))
+            rivals = np.array(kept + list(range(j + 1, near)), dtype=int)
+            rivals = rivals[classes[rivals] == classes[j]]
+            overlap = self.box_overlap(boxes[rivals], boxes[j:j + 1])[:, 0] if len(rivals) else np.zeros(0)
+            higher = scores[rivals] - scores[j]
+            certain = np.isin(rivals, np.array(kept, dtype=int)[np.array(sure, dtype=bool)])
+            if (certain & (overlap > iou + slack) & (higher > slack)).any():
+                continue
+            sure.append(best[j] and not ((overlap > iou - slack) & (higher > -slack)).any())
+            kept.append(j)
+        return rows[kept]
+
+    def nms_box(self, rows):
+        """The box NMS and the matcher compare, from rows."""
+        return rows[:, :4]
 
     def instances(self, rows, outputs: list[np.ndarray], image: int, imgsz: tuple[int, int]) -> Instances:
-        return Instances(rows[:, :4], rows[:, 4], rows[:, 5])
+        return Instances(self.nms_box(rows), rows[:, 4], rows[:, 5])
 
     def select(self, outputs: list[np.ndarray], imgsz: tuple[int, int], conf: float, iou: float, max_det: int,
                slack: float = 0.0, loose: bool = False) -> list[Instances]:
         if loose:
-            conf, max_det = max(conf - slack, 0.0), 2 * max_det
-        if loose or not self.nms_free:
+            rows = self.rows(outputs[0], max(conf - slack, 0.0), iou, 2 * max_det, slack=slack)
+        elif not self.nms_free:
             rows = self.rows(outputs[0], conf, iou, max_det)
-            return [self.instances(r, outputs, b, imgsz) for b, r in enumerate(rows)]
-        # the head's own top-k: a row within slack of its lowest kept score may be cut on the other side
-        cuts = [max(conf, float(scores.min()) + slack) for scores in outputs[0][..., 4]]
-        return [self.instances(self.rows(outputs[0][b:b + 1], cut, iou, max_det)[0], outputs, b, imgsz)
-                for b, cut in enumerate(cuts)]
+        else:  # the head's own top-k: a row within slack of its lowest kept score may be cut on the other side
+            cuts = [max(conf, float(scores.min()) + slack) for scores in outputs[0][..., 4]]
+            rows = [self.rows(outputs[0][b:b + 1], cut, iou, max_det)[0] for b, cut in enumerate(cuts)]
+        return [self.instances(r, outputs, b, imgsz) for b, r in enumerate(rows)]
 
     def align(self, refs: list[np.ndarray], outs: list[np.ndarray], imgsz: tuple[int, int],
               match_iou: float) -> list[np.ndarray]:

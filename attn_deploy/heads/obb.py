@@ -29,10 +29,10 @@ class OBB(Detect):
     def extra_fields(self, start: int) -> tuple[Field, ...]:
         return (Field("angle", slice(start, start + 1), OWN),)
 
-    def instances(self, rows, outputs: list[np.ndarray], image: int, imgsz: tuple[int, int]) -> Instances:
+    def nms_box(self, rows):
         import torch
 
-        return Instances(torch.cat([rows[:, :4], rows[:, 6:7]], 1), rows[:, 4], rows[:, 5])
+        return torch.cat([rows[:, :4], rows[:, 6:7]], 1)
 
     def box_overlap(self, a, b) -> np.ndarray:
         from ultralytics.utils.metrics import batch_probiou

@@ -1,13 +1,12 @@
 """Graph lint: what in an exported ONNX graph will break or bloat a target, found without the target.
 
-Every target fails on ScatterND, Einsum, NonZero, If and Loop; on Shape-derived subgraphs in a
-static export; on infinite constants (they turn into NaN in fp16 arithmetic and in masks that
-cover a whole row); on ops outside the target's support list (``support``); and on tensors of
-higher rank than it takes (npu, ncnn: 4); for targets without a batch axis (ncnn), on data moved along
-axis 0 (``batch_axis``); for ncnn, on reductions whose axes pnnx does not read (an input, or several
-for ReduceMax and ReduceMin). Data-dependent ops (top-k routing, sampling at learned
-offsets) have no static equivalent: each is named by its module, with the targets that can and
-cannot run it (``data_dependent``).
+Every target fails on ScatterND, Einsum, NonZero, If and Loop; on Shape-derived subgraphs in a static export; on
+infinite constants (they turn into NaN in fp16 arithmetic and in masks that cover a whole row); on ops outside the
+target's support list (``support``); and on tensors of higher rank than it takes (npu, ncnn: 4); for targets
+without a batch axis (ncnn), on data moved along axis 0 (``batch_axis``); for ncnn, on reductions whose axes pnnx
+does not read (an input, or several for ReduceMax and ReduceMin); for rknn, on a ReduceMean over (2, 3) without
+keepdims. Data-dependent ops (top-k routing, sampling at learned offsets) have no static equivalent: each is named
+by its module, with the targets that can and cannot run it (``data_dependent``).
 
 A finding is an error (the lint fails) or a warning (the graph runs on the target, but the user
 should know). A constant that fills the batch axis instead of broadcasting over it (a constant of
@@ -24,7 +23,7 @@ import numpy as np
 
 from ..errors import AttnDeployError
 from .support import (AXES_ATTRIBUTE_ONLY, CUSTOM, DATA_DEPENDENT, MAX_RANK, NO_BATCH_AXIS, ONE_AXIS_INPUT_LOST,
-                      ONE_AXIS_ONLY, SUPPORT)
+                      ONE_AXIS_ONLY, SPATIAL_MEAN_KEEPS_AXES, SUPPORT)
 
 TARGETS = tuple(SUPPORT)
 NEVER = ("ScatterND", "Einsum", "NonZero", "If", "Loop")
@@ -169,6 +168,25 @@ def _reduce_axes(graph, target: str, values: dict[str, np.ndarray]) -> list[Find
     return found
 
 
+def _spatial_means(graph, values: dict[str, np.ndarray], shapes: dict[str, list]) -> list[Finding]:
+    """ReduceMean over both spatial axes of a 4-D tensor without keepdims, which the converter keeps."""
+    def axes(node) -> list[int]:
+        given = values.get(node.input[1]) if len(node.input) > 1 and node.input[1] else _attribute(node, "axes")
+        return sorted(int(a) % 4 for a in np.reshape(given, -1)) if given is not None else [0, 1, 2, 3]
+
+    found = [n for n in graph.node if n.op_type == "ReduceMean" and _attribute(n, "keepdims") == 0
+             and len(shapes.get(n.input[0], [])) == 4 and axes(n) == [2, 3]]
+    return [Finding("spatial mean without keepdims", f"{len(found)} ReduceMean(s) over (2, 3) without keepdims, "
+                    "which the converter builds as a global pool keeping those axes: the build stops on the rank; "
+                    "the mean-keep-dims graph pass keeps them", names(found))] if found else []
+
+
+def _attribute(node, name: str):
+    from onnx import helper
+
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
+
+
 def _kinds(nodes) -> str:
     return ", ".join(sorted({n.op_type for n in nodes}))
 
@@ -217,6 +235,8 @@ def lint(path: str | Path, target: str = "ort") -> LintReport:
     report.findings += _reduce_axes(graph, target, values)
     if target in MAX_RANK:
         report.findings += _rank(target, shapes, values)
+    if target in SPATIAL_MEAN_KEEPS_AXES:
+        report.findings += _spatial_means(graph, values, shapes)
     if target in NO_BATCH_AXIS:
         report.findings += batch_axis(graph, shapes, values)
     return report

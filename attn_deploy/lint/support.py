@@ -146,6 +146,8 @@ RKNN: frozenset[str] = frozenset({
     "ReduceMean", "ReduceMin", "ReduceSum", "Relu", "Reshape", "Resize", "ReverseSequence", "RoiAlign", "ScatterND",
     "Shape", "Sigmoid", "Sin", "Size", "Slice", "Softmax", "Softplus", "SpaceToDepth", "Split", "Sqrt", "Squeeze",
     "Sub", "Tanh", "Tile", "Transpose", "Unsqueeze", "Where",
+}) | frozenset({  # off that list, but rknn-toolkit2 2.3.2 builds them and its simulator matches PyTorch at fp16
+    "TopK", "GridSample",  # (reports/rknn: the biformer-topk-routing and dat-offset-sampling variants)
 })
 
 # ``onnx`` is the portable file: the ONNX standard's own ops (the list onnxruntime is checked against), no other
@@ -183,6 +185,11 @@ ONE_AXIS_INPUT_LOST: dict[str, frozenset[str]] = {"ncnn": frozenset({"ReduceSum"
 # Reductions a target's converter reads over one axis only: pnnx turns ReduceMax and ReduceMin into torch.max and
 # torch.min (one dim); over several axes they stay layers ncnn does not have.
 ONE_AXIS_ONLY: dict[str, frozenset[str]] = {"ncnn": frozenset({"ReduceMax", "ReduceMin"})}
+
+# Targets whose converter builds a ReduceMean over both spatial axes of a 4-D tensor as a global pool that keeps
+# them, so that without keepdims the next op receives rank 4 where the graph holds rank 2 and the build stops
+# (rknn-toolkit2 2.3.2, measured on one-node graphs; the ``mean-keep-dims`` graph pass keeps the axes).
+SPATIAL_MEAN_KEEPS_AXES = frozenset({"rknn"})
 
 # Targets without a batch axis: a concat, split, slice or gather along axis 0 is refused or mis-converted (ncnn:
 # attention windows stacked on the batch axis).

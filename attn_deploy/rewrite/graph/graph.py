@@ -60,6 +60,13 @@ class Graph:
         shape = self.shapes.get(name)
         return shape if shape is not None and all(isinstance(d, int) for d in shape) else None
 
+    def reduced_axes(self, node, rank: int) -> list[int]:
+        """The axes a reduction over a tensor of ``rank`` reduces, from its constant input or its attribute, each in
+        [0, rank); every axis when it names none."""
+        given = node.input[1] if len(node.input) > 1 and node.input[1] else ""
+        axes = self.constants.get(given) if given else attribute(node, "axes", None)
+        return [int(a) % rank for a in np.reshape(axes, -1)] if axes is not None else list(range(rank))
+
     def scope(self, node) -> str:
         return self.scopes.get(node.name, "")
 

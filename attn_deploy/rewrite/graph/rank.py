@@ -176,14 +176,9 @@ def _runs(chosen: set[int], sizes: list[int]) -> list[list[int]]:
     return broadcast_groups(sizes, [[1 if a in chosen else d for a, d in enumerate(sizes)]])
 
 
-def _reduce_axes(node, graph: Graph, rank: int) -> list[int]:
-    axes = graph.constants.get(node.input[1]) if len(node.input) > 1 and node.input[1] else attribute(node, "axes", None)
-    return [int(a) % rank for a in axes] if axes is not None else list(range(rank))
-
-
 def _reduction(edit: Edit, node, graph: Graph) -> None:
     shape = graph.static_shape(node.input[0])
-    axes = set(_reduce_axes(node, graph, len(shape)))
+    axes = set(graph.reduced_axes(node, len(shape)))
     groups = _batch_apart(_runs(axes, shape), shape)
     _fit(groups, node.op_type)
     merged_axes = [g for g, group in enumerate(groups) if any(a in axes for a in group)]
