@@ -18,6 +18,7 @@ import numpy as np
 from .base import OWN, PIXELS, UNIT, Field, Head, Instances, Output, pairs, same_class
 
 VAL_CONF, VAL_IOU, VAL_MAX_DET = 0.001, 0.7, 300  # yolo val's NMS
+LOOSE_ROWS = 10  # the loose NMS reads the best-scoring 10 x max_det rows (a seeded 640 model has 8400 x classes)
 
 
 @dataclass(frozen=True)
@@ -76,19 +77,24 @@ class Detect(Head):
 
         if not slack or self.nms_free:
             return nms(output, iou, max_det, multi_label)
-        every = output.shape[-1] * self.nc  # NMS at IoU 1 suppresses nothing: every row above conf, in score order
-        best, others = nms(output, 1.0, every, False), nms(self.runners_up(output, slack), 1.0, every, True)
-        return [self.loose_nms(torch.cat([b, o]), np.r_[np.ones(len(b), bool), np.zeros(len(o), bool)], iou,
-                               slack, max_det) for b, o in zip(best, others)]
+        return [self.loose_nms(*self.candidates(image, conf, slack), iou, slack, max_det) for image in output]
 
-    def runners_up(self, output: np.ndarray, slack: float) -> np.ndarray:
-        """``output`` (NMS form) with only the class scores within ``slack`` of their anchor's best, the best left
-        out (0): under multi-label NMS, the classes rounding may pick instead of the best."""
-        scores = output[:, 4:4 + self.nc]
-        best = np.arange(self.nc).reshape(1, -1, 1) == scores.argmax(1)[:, None]
-        found = output.copy()
-        found[:, 4:4 + self.nc] = np.where(~best & (scores >= scores.max(1, keepdims=True) - slack), scores, 0.0)
-        return found
+    def candidates(self, output: np.ndarray, conf: float, slack: float) -> tuple:
+        """One image's rows as NMS reads them (box, score, class, extra), none suppressed: each anchor's best class
+        above ``conf``, and its other classes within ``slack`` of the best (rounding may pick them instead); and
+        which rows hold their anchor's best class."""
+        import torch
+        from ultralytics.utils.ops import xywh2xyxy
+
+        x = torch.from_numpy(output.T.astype(np.float32))
+        box, scores, extra = x[:, :4], x[:, 4:4 + self.nc], x[:, 4 + self.nc:]
+        box = box if self.rotated else xywh2xyxy(box)
+        top = scores.max(1, keepdim=True).values
+        best = scores == top
+        chosen = (scores > conf) & (best | (scores >= top - slack))
+        anchor, label = torch.where(chosen)
+        rows = torch.cat([box[anchor], scores[anchor, label, None], label[:, None].float(), extra[anchor]], 1)
+        return rows, best[anchor, label].numpy()
 
     def loose_nms(self, rows, best: np.ndarray, iou: float, slack: float, most: int):
         """The rows that NMS keeps under some perturbation of the scores and overlaps within ``slack``: a row is
@@ -96,25 +102,33 @@ class Detect(Head):
         outscores it by more than ``slack``. A row is kept for sure when it holds its anchor's ``best`` class and no
         row of its class that is kept, or that scores within ``slack`` of it, overlaps it by more than
         ``iou - slack``. Which of two near-equal boxes survives NMS, and so which boxes the survivor suppresses, is
-        the rounding's choice, not the export's. At most ``most`` rows, in score order."""
-        order = np.argsort(-rows[:, 4].numpy(), kind="stable")
-        rows, best = rows[order], best[order]
-        boxes, scores, classes = self.nms_box(rows), rows[:, 4].numpy(), rows[:, 5].numpy()
+        the rounding's choice, not the export's. Classes apart, as NMS keeps them; at most ``most`` rows, in score
+        order, from the ``LOOSE_ROWS`` x ``most`` best-scoring."""
+        scores, classes = rows[:, 4].numpy(), rows[:, 5].numpy()
+        order = np.argsort(-scores, kind="stable")[:LOOSE_ROWS * most]
+        kept = []
+        for c in np.unique(classes[order]):
+            members = order[classes[order] == c]
+            kept += members[self._loose_class(rows[members], best[members], iou, slack, most)].tolist()
+        return rows[sorted(kept, key=lambda k: -scores[k])[:most]]
+
+    def _loose_class(self, rows, best: np.ndarray, iou: float, slack: float, most: int) -> list[int]:
+        """``loose_nms`` over the rows of one class, in score order: the indices kept."""
+        scores = rows[:, 4].numpy()
+        overlap = self.box_overlap(self.nms_box(rows), self.nms_box(rows))
         kept, sure = [], []
         for j in range(len(rows)):
             if len(kept) >= most:
                 break
             near = j + 1 + int(np.searchsorted(-scores[j + 1:], -(scores[j] - slack), side="right"))
-            rivals = np.array(kept + list(range(j + 1, near)), dtype=int)
-            rivals = rivals[classes[rivals] == classes[j]]
-            overlap = self.box_overlap(boxes[rivals], boxes[j:j + 1])[:, 0] if len(rivals) else np.zeros(0)
-            higher = scores[rivals] - scores[j]
-            certain = np.isin(rivals, np.array(kept, dtype=int)[np.array(sure, dtype=bool)])
-            if (certain & (overlap > iou + slack) & (higher > slack)).any():
+            rivals = np.r_[np.array(kept, dtype=int), np.arange(j + 1, near)]
+            against, higher = overlap[rivals, j], scores[rivals] - scores[j]
+            certain = np.r_[np.array(sure, dtype=bool), np.zeros(near - j - 1, dtype=bool)]
+            if (certain & (against > iou + slack) & (higher > slack)).any():
                 continue
-            sure.append(best[j] and not ((overlap > iou - slack) & (higher > -slack)).any())
+            sure.append(bool(best[j]) and not ((against > iou - slack) & (higher > -slack)).any())
             kept.append(j)
-        return rows[kept]
+        return kept
 
     def nms_box(self, rows):
         """The box NMS and the matcher compare, from rows."""
