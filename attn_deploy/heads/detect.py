@@ -18,7 +18,7 @@ import numpy as np
 from .base import OWN, PIXELS, UNIT, Field, Head, Instances, Output, pairs, same_class
 
 VAL_CONF, VAL_IOU, VAL_MAX_DET = 0.001, 0.7, 300  # yolo val's NMS
-LOOSE_ROWS = 10  # the loose NMS reads the best-scoring 10 x max_det rows (a seeded 640 model has 8400 x classes)
+LOOSE_ROWS = 2  # the loose NMS reads the best-scoring 2 x max_det rows (a seeded 640 model has 8400 x classes)
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,8 @@ class Detect(Head):
     def rows(self, output: np.ndarray, conf: float, iou: float, max_det: int, multi_label: bool = False,
              slack: float = 0.0) -> list:
         """Per image, (n, 6 + extra) rows: box, score, class, extra; by NMS, or by score alone when end-to-end.
-        ``slack`` widens NMS to what a near-tie may have decided (``loose_nms``), an anchor's classes within it of
-        its best included."""
+        ``slack`` adds to NMS's rows what a near-tie may have decided (``loose_nms``), an anchor's classes within it
+        of its best included."""
         import torch
         from ultralytics.utils.nms import non_max_suppression
 
@@ -75,9 +75,11 @@ class Detect(Head):
                                        multi_label=multi, max_det=most, max_time_img=1e9, rotated=self.rotated,
                                        end2end=self.nms_free)
 
+        kept = nms(output, iou, max_det, multi_label)
         if not slack or self.nms_free:
-            return nms(output, iou, max_det, multi_label)
-        return [self.loose_nms(*self.candidates(image, conf, slack), iou, slack, max_det) for image in output]
+            return kept
+        return [torch.cat([k, self.loose_nms(*self.candidates(image, conf, slack), iou, slack, max_det)])
+                for k, image in zip(kept, output)]
 
     def candidates(self, output: np.ndarray, conf: float, slack: float) -> tuple:
         """One image's rows as NMS reads them (box, score, class, extra), none suppressed: each anchor's best class
@@ -102,27 +104,25 @@ class Detect(Head):
         outscores it by more than ``slack``. A row is kept for sure when it holds its anchor's ``best`` class and no
         row of its class that is kept, or that scores within ``slack`` of it, overlaps it by more than
         ``iou - slack``. Which of two near-equal boxes survives NMS, and so which boxes the survivor suppresses, is
-        the rounding's choice, not the export's. Classes apart, as NMS keeps them; at most ``most`` rows, in score
-        order, from the ``LOOSE_ROWS`` x ``most`` best-scoring."""
+        the rounding's choice, not the export's. Classes apart, as NMS keeps them, over the ``LOOSE_ROWS`` x
+        ``most`` best-scoring rows (``rows`` adds what NMS keeps beyond them), in score order."""
         scores, classes = rows[:, 4].numpy(), rows[:, 5].numpy()
         order = np.argsort(-scores, kind="stable")[:LOOSE_ROWS * most]
         kept = []
         for c in np.unique(classes[order]):
             members = order[classes[order] == c]
-            kept += members[self._loose_class(rows[members], best[members], iou, slack, most)].tolist()
-        return rows[sorted(kept, key=lambda k: -scores[k])[:most]]
+            kept += members[self._loose_class(rows[members], best[members], iou, slack)].tolist()
+        return rows[sorted(kept, key=lambda k: -scores[k])]
 
-    def _loose_class(self, rows, best: np.ndarray, iou: float, slack: float, most: int) -> list[int]:
+    def _loose_class(self, rows, best: np.ndarray, iou: float, slack: float) -> list[int]:
         """``loose_nms`` over the rows of one class, in score order: the indices kept."""
-        scores = rows[:, 4].numpy()
-        overlap = self.box_overlap(self.nms_box(rows), self.nms_box(rows))
+        scores, boxes = rows[:, 4].numpy(), self.nms_box(rows)
         kept, sure = [], []
         for j in range(len(rows)):
-            if len(kept) >= most:
-                break
             near = j + 1 + int(np.searchsorted(-scores[j + 1:], -(scores[j] - slack), side="right"))
             rivals = np.r_[np.array(kept, dtype=int), np.arange(j + 1, near)]
-            against, higher = overlap[rivals, j], scores[rivals] - scores[j]
+            against = self.box_overlap(boxes[rivals], boxes[j:j + 1])[:, 0] if len(rivals) else np.zeros(0)
+            higher = scores[rivals] - scores[j]
             certain = np.r_[np.array(sure, dtype=bool), np.zeros(near - j - 1, dtype=bool)]
             if (certain & (against > iou + slack) & (higher > slack)).any():
                 continue
