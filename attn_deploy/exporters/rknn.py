@@ -295,6 +295,11 @@ def quantized(metadata: dict) -> bool:
     return metadata.get("args", {}).get("quantize") == 8
 
 
+def precision(metadata: dict) -> str:
+    """What the NPU computes a build in: int8, or fp16 for a float build."""
+    return "int8" if quantized(metadata) else "fp16"
+
+
 # A float build's layer departs when the cosine of its output against the golden run, fed the golden inputs, falls
 # below this; fp16 keeps the layers of the shipped fixtures above 0.9999.
 COSINE = 0.999
@@ -396,7 +401,7 @@ class BoardRunner:
         from . import artefact_metadata
 
         self.metadata = artefact_metadata(Path(path))
-        self.precision = "int8" if quantized(self.metadata) else "fp16"
+        self.precision = precision(self.metadata)
         self.lite = RKNNLite(verbose=False)
         model = next(Path(path).glob("*.rknn"))
         if self.lite.load_rknn(str(model)) != 0 or self.lite.init_runtime() != 0:
@@ -429,7 +434,7 @@ class Runner:
         path = Path(path)
         self.metadata = artefact_metadata(path)
         self.platform = self.metadata.get("args", {}).get("name", "rk3588")
-        self.precision = "int8" if quantized(self.metadata) else "fp16"
+        self.precision = precision(self.metadata)
         self.imgsz = tuple(self.metadata.get("imgsz", (640, 640)))
         self.batch = int(self.metadata.get("batch", 1))
         self.input_shape = [self.batch, 3, *self.imgsz]

@@ -18,7 +18,7 @@ import numpy as np
 from .base import OWN, PIXELS, UNIT, Field, Head, Instances, Output, pairs, same_class
 
 VAL_CONF, VAL_IOU, VAL_MAX_DET = 0.001, 0.7, 300  # yolo val's NMS
-LOOSE_ROWS = 2  # the loose NMS reads the best-scoring 2 x max_det rows (a seeded 640 model has 8400 x classes)
+LOOSE_ROWS = 2  # the loose NMS reads the best-scoring 2 x its row limit (a seeded 640 model has 8400 x classes)
 
 
 @dataclass(frozen=True)

@@ -168,23 +168,33 @@ def _reduce_axes(graph, target: str, values: dict[str, np.ndarray]) -> list[Find
     return found
 
 
+def attribute(node, name: str, default=None):
+    """The value of ``node``'s attribute ``name``, or ``default`` when it has none."""
+    from onnx import helper
+
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
+def reduced_axes(node, values: dict[str, np.ndarray], rank: int) -> list[int]:
+    """The axes a reduction over a tensor of ``rank`` reduces, from its constant input (in ``values``) or its
+    attribute, each in [0, rank); every axis when it names none."""
+    given = node.input[1] if len(node.input) > 1 and node.input[1] else ""
+    axes = values.get(given) if given else attribute(node, "axes")
+    return [int(a) % rank for a in np.reshape(axes, -1)] if axes is not None else list(range(rank))
+
+
+def spatial_means(nodes, values: dict[str, np.ndarray], shapes: dict[str, list]) -> list:
+    """The ReduceMean nodes over both spatial axes of a 4-D tensor that drop them (no keepdims)."""
+    return [n for n in nodes if n.op_type == "ReduceMean" and attribute(n, "keepdims", 1) == 0
+            and len(shapes.get(n.input[0]) or []) == 4 and sorted(reduced_axes(n, values, 4)) == [2, 3]]
+
+
 def _spatial_means(graph, values: dict[str, np.ndarray], shapes: dict[str, list]) -> list[Finding]:
     """ReduceMean over both spatial axes of a 4-D tensor without keepdims, which the converter keeps."""
-    def axes(node) -> list[int]:
-        given = values.get(node.input[1]) if len(node.input) > 1 and node.input[1] else _attribute(node, "axes")
-        return sorted(int(a) % 4 for a in np.reshape(given, -1)) if given is not None else [0, 1, 2, 3]
-
-    found = [n for n in graph.node if n.op_type == "ReduceMean" and _attribute(n, "keepdims") == 0
-             and len(shapes.get(n.input[0], [])) == 4 and axes(n) == [2, 3]]
+    found = spatial_means(graph.node, values, shapes)
     return [Finding("spatial mean without keepdims", f"{len(found)} ReduceMean(s) over (2, 3) without keepdims, "
                     "which the converter builds as a global pool keeping those axes: the build stops on the rank; "
                     "the mean-keep-dims graph pass keeps them", names(found))] if found else []
-
-
-def _attribute(node, name: str):
-    from onnx import helper
-
-    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
 
 
 def _kinds(nodes) -> str:

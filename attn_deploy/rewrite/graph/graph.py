@@ -13,6 +13,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ...lint import attribute  # noqa: F401  (the passes take it from here, beside the graph)
+
 RESHAPES = ("Reshape", "Squeeze", "Unsqueeze", "Flatten")  # ops that only relabel a row-major buffer's shape
 
 
@@ -63,9 +65,9 @@ class Graph:
     def reduced_axes(self, node, rank: int) -> list[int]:
         """The axes a reduction over a tensor of ``rank`` reduces, from its constant input or its attribute, each in
         [0, rank); every axis when it names none."""
-        given = node.input[1] if len(node.input) > 1 and node.input[1] else ""
-        axes = self.constants.get(given) if given else attribute(node, "axes", None)
-        return [int(a) % rank for a in np.reshape(axes, -1)] if axes is not None else list(range(rank))
+        from ...lint import reduced_axes
+
+        return reduced_axes(node, self.constants, rank)
 
     def scope(self, node) -> str:
         return self.scopes.get(node.name, "")
@@ -217,11 +219,6 @@ class Edit:
             for n in self.new:
                 n.input[:] = [out if i == value else i for i in n.input]
         self.graph.replace(self.node, self.new)
-
-
-def attribute(node, name: str, default):
-    """The value of ``node``'s attribute ``name``, or ``default`` when it has none."""
-    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
 def _prefix(node) -> str:

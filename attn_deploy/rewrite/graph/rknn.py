@@ -7,21 +7,17 @@ Measured on one-node graphs: ReduceMax and ReduceSum over (2, 3), and ReduceMean
 keepdims; ReduceMean over (2, 3) builds with it. ``mean-keep-dims`` keeps the axes and reshapes them away.
 """
 
-from .graph import Graph, Edit, attribute
+from ...lint import spatial_means
+from .graph import Graph, Edit
 from .registry import Site, graph_pass
 
 SPATIAL = [2, 3]
 
 
-def spatial_means(graph: Graph) -> list:
-    """The ReduceMean nodes over both spatial axes of a rank-4 tensor that drop them."""
-    return [n for n in graph.nodes if n.op_type == "ReduceMean" and not attribute(n, "keepdims", 1)
-            and len(graph.shape(n.input[0]) or []) == 4 and sorted(graph.reduced_axes(n, 4)) == SPATIAL]
-
-
 def _sites(graph: Graph) -> list[Site]:
+    """The spatial means the rknn lint names (``lint.spatial_means``)."""
     return [Site(n.name, refused="" if graph.static_shape(n.output[0]) else "its output's shape is not static")
-            for n in spatial_means(graph)]
+            for n in spatial_means(graph.nodes, graph.constants, graph.shapes)]
 
 
 @graph_pass("mean-keep-dims", "ReduceMean over (2, 3) without keepdims → with keepdims, then a Reshape",
