@@ -64,9 +64,12 @@ def test_data_command_writes_the_fixtures_split_and_refuses_to_overwrite(tmp_pat
 
 # Computed at 73bf32f, before the segment, pose and OBB labels were added: the committed detection
 # fixtures were trained on these pixels and rows, so the detect split must not change for a spec and seed.
-# The split as this environment's libraries draw it (numpy 2.4.6, opencv-python 5.1.0.95): the fixtures were trained on
-# ddb83bb3df41..., drawn by the versions of their day (the commit before this one gives 432a4f9f... here too).
-DETECT_SPLIT_SHA256 = "432a4f9f341b850b5bf84aeac68261e2163a7c803eb1ebb81b97b50735b19279"
+# OpenCV's float resize of the background takes the CPU's widest SIMD path, whose rounding differs in the last bit
+# (setUseOptimized(False) changes it too), so the pixels have one digest per instruction set: ddb83bb3... on
+# AVX-512 (Intel Xeon, where the fixtures were trained) and 432a4f9f... on AVX2 (AMD EPYC), both with numpy 2.4.6
+# and opencv-python 5.1.0.95.
+DETECT_SPLIT_SHA256 = {"ddb83bb3df41313adab7186fd76f79cafb55639146017b6b743b6691322550b7",
+                       "432a4f9f341b850b5bf84aeac68261e2163a7c803eb1ebb81b97b50735b19279"}
 FEW_SHA256 = "f9836733dece72e0cfb4fa3eab14442aa9ff3ffa42e349826beac999eb3bbd2c"
 
 
@@ -84,7 +87,7 @@ def test_the_detect_split_is_what_the_detection_fixtures_were_trained_on(tmp_pat
     assert few.hexdigest() == FEW_SHA256
     spec = dataclasses.replace(fixtures.shapes_spec(), train=0)
     root = shapes.generate(tmp_path / "val", spec, ("val",)).parent
-    assert _pixels_and_labels_sha256(root, "val", spec.val).hexdigest() == DETECT_SPLIT_SHA256
+    assert _pixels_and_labels_sha256(root, "val", spec.val).hexdigest() in DETECT_SPLIT_SHA256
 
 
 TASK_SPEC = shapes.ShapesSpec(seed=0, train=1, val=16)  # the first with a covered keypoint: 12
