@@ -222,13 +222,38 @@ def test_pass_whose_result_differs_is_refused_with_the_reason():
 def test_every_pass_is_registered_with_what_it_matches_and_who_needs_it():
     fused = [f"fused-{form}-{kind}" for form in ("contrib", "onnx") for kind in ("mhsa", "cga")]
     assert list(PASSES) == ["expand-broadcast", "batch-constant", "instance-norm", "layer-norm", "group-norm",
-                            "rank-transpose", "rank-merge", "gather-slice", *fused, "reduce-sum-as-mean",
-                            "reduce-one-axis", "mean-keep-dims"]
+                            "rank-transpose", "rank-merge", "gather-slice", *fused, "softmax-inner-axis",
+                            "reduce-sum-as-mean", "reduce-one-axis", "mean-keep-dims"]
     assert all(p.fixes and p.matches and (p.targets or p.every) for p in PASSES.values())
     assert [p.name for p in passes_for(["ort", "openvino", "trt"])] == ["expand-broadcast", "batch-constant"]
     # no NPU list has a fused attention op; pnnx's reading of reductions is ncnn's alone, the kept mean rknn's
-    assert {p.name for p in passes_for(["npu"])} == set(PASSES) - set(fused) - {"reduce-sum-as-mean",
-                                                                                   "reduce-one-axis", "mean-keep-dims"}
+    assert {p.name for p in passes_for(["npu"])} == set(PASSES) - set(fused) - {
+        "softmax-inner-axis", "reduce-sum-as-mean", "reduce-one-axis", "mean-keep-dims"}
+
+
+# Softmaxes over an inner axis as fork code writes them: DFL's bins, SK's branches, a channel softmax, a negative axis.
+INNER_SOFTMAXES = {"dfl-bins": ([1, 16, 4, 30], 1), "sk-branches": ([2, 2, 8, 1, 1], 1),
+                   "channels": ([1, 6, 5, 5], -3), "batch": ([3, 4, 5], 0)}
+
+
+@pytest.mark.parametrize("shape, axis", INNER_SOFTMAXES.values(), ids=INNER_SOFTMAXES.keys())
+def test_a_softmax_over_an_inner_axis_becomes_reductions_where_only_onnxruntime_reads(shape, axis):
+    model = graph([node("Mul", ["x", "scale"], "logits"), node("Softmax", ["logits"], "y", axis=axis)], {"x": shape},
+                  {"scale": np.float32(30.0)})  # logits up to about +-100: exp overflows without the max taken off
+    done = rewritten(model, "onnx", {"x": shape})
+    assert [(r.rule, r.applied) for r in done.layers] == [("softmax-inner-axis", True)]
+    assert ops(done.model) == ["Mul", "ReduceMax", "Sub", "Exp", "ReduceSum", "Div"]
+    assert "softmax-inner-axis" in [p.name for p in passes_for(["onnx", "openvino"])]
+    assert "softmax-inner-axis" not in [p.name for p in passes_for(["onnx", "trt"])]
+
+
+def test_a_softmax_over_the_last_axis_stays_and_before_opset_13_an_inner_one_is_refused():
+    last = graph([node("Softmax", ["x"], "y", axis=-1)], {"x": [1, 4, 16]})
+    assert apply(last, ["onnx"], draws({"x": [1, 4, 16]})).layers == []
+    old = graph([node("Softmax", ["x"], "y", axis=1)], {"x": [1, 4, 16]}, opset=12)
+    done = apply(old, ["onnx"], draws({"x": [1, 4, 16]}))
+    (row,) = done.layers
+    assert not row.applied and "before opset 13" in row.note and ops(done.model) == ["Softmax"]
 
 
 def test_topk_beyond_tensorrt_k_limit_is_an_error_for_trt_only(tmp_path):

@@ -5,11 +5,11 @@ They run on the exported graph after the module rules, each registered in ``PASS
 graph as exported (``engine``). One file per pass family: ``broadcast`` (Expand before a
 broadcasting op, constants repeated along the batch axis), ``norms`` (fused normalisations as
 primitives), ``rank`` (tensors above rank 4, constant-index Gather), ``attention`` (attention in the form a
-runtime fuses), ``pnnx`` (reductions in the form pnnx reads, for ncnn), ``rknn`` (spatial means in the form
-rknn-toolkit2 builds).
+runtime fuses), ``softmax`` (Softmax over an inner axis by reductions, for onnxruntime), ``pnnx`` (reductions
+in the form pnnx reads, for ncnn), ``rknn`` (spatial means in the form rknn-toolkit2 builds).
 """
 
-from . import broadcast, norms, rank, attention, pnnx, rknn  # noqa: F401  (registered, and run, in this order)
+from . import broadcast, norms, rank, attention, softmax, pnnx, rknn  # noqa: F401  (registered, and run, in this order)
 from .engine import GraphRewritten, apply, apply_file
 from .registry import PASSES, GraphPass, Site, graph_pass, passes_for
 
