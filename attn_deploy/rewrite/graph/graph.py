@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ...lint import attribute  # noqa: F401  (the passes take it from here, beside the graph)
+from ...lint import attribute, reduced_axes  # attribute: the passes take it from here, beside the graph
 
 RESHAPES = ("Reshape", "Squeeze", "Unsqueeze", "Flatten")  # ops that only relabel a row-major buffer's shape
 
@@ -65,8 +65,6 @@ class Graph:
     def reduced_axes(self, node, rank: int) -> list[int]:
         """The axes a reduction over a tensor of ``rank`` reduces, from its constant input or its attribute, each in
         [0, rank); every axis when it names none."""
-        from ...lint import reduced_axes
-
         return reduced_axes(node, self.constants, rank)
 
     def scope(self, node) -> str:

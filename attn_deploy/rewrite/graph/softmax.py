@@ -16,8 +16,9 @@ def _inner_softmaxes(graph: Graph) -> list[Site]:
     sites = []
     for node in graph.nodes:
         shape = graph.shape(node.input[0]) if node.op_type == "Softmax" else None
-        if shape and attribute(node, "axis", -1) % len(shape) != len(shape) - 1:
-            sites.append(Site(node.name, refused="" if graph.opset >= 13 else
+        axis = attribute(node, "axis", -1) % len(shape) if shape else None
+        if shape and axis != len(shape) - 1:
+            sites.append(Site(node.name, {"axis": axis}, "" if graph.opset >= 13 else
                               "before opset 13, Softmax normalises over every axis from its axis on"))
     return sites
 
@@ -26,9 +27,8 @@ def _inner_softmaxes(graph: Graph) -> list[Site]:
             "Softmax whose axis is not its input's last (YOLO's DFL over the 16 bins, channel softmaxes)",
             targets=("onnx", "ort", "openvino"), find=_inner_softmaxes, every=True)
 def inner_softmax(graph: Graph, site: Site) -> None:
-    node = graph.node(site.node)
+    node, axis = graph.node(site.node), site.detail["axis"]
     x = node.input[0]
-    axis = attribute(node, "axis", -1) % len(graph.shape(x))
     edit = Edit(graph, node)
     exponentials = edit.op("Exp", edit.op("Sub", x, edit.reduce("ReduceMax", x, [axis])))
     edit.finish(edit.op("Div", exponentials, edit.reduce("ReduceSum", exponentials, [axis])))
